@@ -1,0 +1,150 @@
+"""`xaibench` command line: one subcommand per pipeline step.
+
+Each step reads the settings either from params.yaml (+ presets), for use by hand, or from the
+`--config` JSON the Snakefile passes so that Snakemake's params trigger sees every value.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import config, paths
+
+EPILOG = """steps, in pipeline order:
+  prepare   write data/prepared/{dataset}/{split}.npz + meta.json
+  train     write results/{dataset}/models/{variant}/seed{seed}/ (model.pt, history.csv, summary.json)
+  explain   write results/{dataset}/explanations/{variant}/seed{seed}/{method}/{split}.npz
+  measure   write per-image rows of one metric family for one model (or all seeds of a variant)
+  aggregate combine per-model rows into the tidy results/{dataset}/metrics/{family}.csv
+  figures   draw results/{dataset}/figures/ from the tidy tables only
+
+The whole pipeline is `snakemake --cores all`; these steps are what its rules call."""
+
+
+def _settings(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("settings")
+    g.add_argument("--params", default="params.yaml", help="settings file (default: params.yaml)")
+    g.add_argument("--preset", action="append", default=[], help="overlay file(s) merged on top, e.g. presets/smoke.yaml")
+    g.add_argument("--config", help="full settings as JSON (what the Snakefile passes); overrides --params")
+    g.add_argument("--device", help="override `device` (auto, cpu, cuda, cuda:N)")
+
+
+def _load(args) -> dict:
+    cfg = config.from_json(args.config) if args.config else config.load(args.params, args.preset)
+    if args.device:
+        cfg["device"] = args.device
+    return cfg
+
+
+def cmd_prepare(args, cfg):
+    from .data import prepare
+    meta = prepare(args.dataset, cfg["data"], args.out or paths.prepared(args.dataset))
+    print(f"prepared {args.dataset}: " + ", ".join(f"{k}={v}" for k, v in meta["splits"].items()))
+
+
+def cmd_train(args, cfg):
+    from .training.fit import train
+    out = args.out or paths.model_dir(args.dataset, args.variant, args.seed)
+    summary = train(cfg, paths.prepared(args.dataset), args.variant, args.seed, out, cfg["device"])
+    print(" ".join(f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float)))
+
+
+def cmd_explain(args, cfg):
+    from . import explain
+    from .data import read_meta, read_split
+    from .training.fit import load_model, resolve_device
+    device = resolve_device(cfg["device"])
+    meta = read_meta(paths.prepared(args.dataset))
+    model, _ = load_model(paths.model_dir(args.dataset, args.variant, args.seed) / "model.pt",
+                          expect={"dataset": args.dataset, "data_sha256": meta["content_sha256"]}, device=device)
+    split = read_split(paths.prepared(args.dataset), args.split)
+    arrays = explain.explain_split(model, split, args.method, cfg["explain"]["target"], cfg["explain"]["batch_size"], device)
+    explain.save(paths.explanation(args.dataset, args.variant, args.seed, args.method, args.split), arrays)
+
+
+def cmd_measure(args, cfg):
+    from . import metrics
+    from .io import atomic_path
+    from .training.fit import resolve_device
+    family = metrics.FAMILIES[args.family]
+    seeds = [args.seed] if family.scope == "model" else cfg["train"]["seeds"]
+    ctx = metrics.Context(cfg, args.dataset, args.variant, seeds, resolve_device(cfg["device"]))
+    frame = metrics.run(args.family, ctx)
+    unit = f"seed{args.seed}" if family.scope == "model" else "seeds"
+    with atomic_path(paths.measure_unit(args.dataset, args.family, args.variant, unit)) as tmp:
+        frame.to_parquet(tmp, index=False)
+    print(f"{args.family} {args.variant} {unit}: {len(frame)} rows")
+
+
+def cmd_aggregate(args, cfg):
+    import pandas as pd
+
+    from . import metrics
+    from .io import atomic_path, save_csv
+    frames = [pd.read_parquet(p) for p in args.inputs]
+    table = metrics.aggregate(frames)
+    save_csv(paths.metric_table(args.dataset, args.family), table)
+    with atomic_path(paths.metric_table(args.dataset, args.family, "parquet")) as tmp:
+        pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+    print(f"{paths.metric_table(args.dataset, args.family)}: {len(table)} rows")
+
+
+def cmd_figures(args, cfg):
+    from .figures import draw_all
+    for path in draw_all(cfg, args.dataset):
+        print(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xaibench", description="Train, explain and score CNN image classifiers.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STEP")
+
+    def step(name, fn, help_):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        _settings(p)
+        return p
+
+    p = step("prepare", cmd_prepare, "generate or import a dataset into the prepared-split format")
+    p.add_argument("--dataset", required=True, choices=["shapes", "digits", "folder"])
+    p.add_argument("--out", help="output folder (default data/prepared/{dataset})")
+    p = step("train", cmd_train, "train one model (resumes from its last epoch checkpoint)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True, choices=["standard", "salience"])
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--out", help="output folder (default results/{dataset}/models/{variant}/seed{seed})")
+    p = step("explain", cmd_explain, "explain one model's decisions on one split with one method")
+    for name in ("dataset", "variant", "method", "split"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p = step("measure", cmd_measure, "compute one metric family for one model (or every seed of a variant)")
+    for name in ("dataset", "family", "variant"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--seed", type=int, default=-1, help="model seed (ignored by families that span seeds)")
+    p = step("aggregate", cmd_aggregate, "combine per-model metric rows into the tidy table")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--family", required=True)
+    p.add_argument("inputs", nargs="+", help="per-model .parquet files written by `measure`")
+    p = step("figures", cmd_figures, "draw every figure of a dataset from its tidy tables")
+    p.add_argument("--dataset", required=True)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        cfg = _load(args)
+        args.fn(args, cfg)
+    except (config.ConfigError, FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"xaibench {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    print(f"xaibench {args.command}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Datasets, all written in the prepared-split format (see `store`)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import digits, folder, shapes
+from .store import Split, read_meta, read_split, write_meta, write_split
+
+GENERATORS = {"shapes": shapes.prepare, "digits": digits.prepare, "folder": folder.prepare}
+
+
+def prepare(name: str, data_cfg: dict, out: str | Path) -> dict:
+    """Write every split of dataset `name` under `out` plus meta.json; return the meta."""
+    out = Path(out)
+    size, seed = data_cfg["image_size"], data_cfg["seed"]
+    gen = GENERATORS[name](data_cfg[name], size, seed)
+    splits, digest = {}, hashlib.sha256()
+    with tqdm(desc=f"prepare {name}", unit="split") as bar:
+        try:
+            while True:
+                split, arrays = next(gen)
+                write_split(out, split, arrays)
+                splits[split] = int(len(arrays["labels"]))
+                digest.update(arrays["images"].tobytes())
+                bar.update()
+        except StopIteration as stop:
+            meta = stop.value
+    meta.update(dataset=name, image_size=size, seed=seed, splits=splits, settings=data_cfg[name],
+                has_masks="masks" in arrays, content_sha256=digest.hexdigest())
+    write_meta(out, meta)
+    return meta
+
+
+__all__ = ["Split", "prepare", "read_meta", "read_split"]

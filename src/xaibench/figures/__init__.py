@@ -1,0 +1,155 @@
+"""Figures and tables, one function each, reading only tidy metric tables and explanation files.
+
+Nothing here touches a model, so `snakemake figures` redraws everything in seconds.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .. import paths  # noqa: E402
+
+FIGURES: dict[str, Callable] = {}
+PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "protopnet": "#C44E52"}
+
+
+def register(name: str):
+    def deco(fn):
+        FIGURES[name] = fn
+        return fn
+    return deco
+
+
+def save(fig, cfg: dict, dataset: str, stem: str) -> list[Path]:
+    out = paths.figures(dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in cfg["figures"]["formats"]:
+        path = out / f"{stem}.{fmt}"
+        fig.savefig(path, dpi=cfg["figures"]["dpi"], bbox_inches="tight", metadata={"CreationDate": None} if fmt == "pdf" else None)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def table(dataset: str, family: str) -> pd.DataFrame:
+    path = paths.metric_table(dataset, family)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
+    """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible."""
+    sns.barplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", ax=ax,
+                palette=PALETTE, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
+    sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, ax=ax,
+                  palette=PALETTE, size=5, edgecolor="black", linewidth=0.6, legend=False)
+
+
+def _variants(cfg):
+    return [v for v in cfg["train"]["variants"]]
+
+
+@register("accuracy")
+def accuracy(cfg, dataset):
+    data = table(dataset, "accuracy")
+    wanted = {("test", "accuracy"): "clean test", ("test", "cue_conflicting_accuracy"): "cue-conflicting test",
+              ("test", "cue_agreeing_accuracy"): "cue-agreeing test", ("val", "accuracy"): "validation"}
+    data = data[[k in wanted for k in zip(data.split, data.metric)]].copy()
+    data["set"] = [wanted[k] for k in zip(data.split, data.metric)]
+    order = [v for v in wanted.values() if v in set(data["set"])]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    seed_points(ax, data, "set", "value", "variant", order=order, hue_order=_variants(cfg))
+    k = len(cfg["data"]["shapes"]["classes"]) if dataset == "shapes" else None
+    if k:
+        ax.axhline(1 / k, ls=":", c="grey", lw=1)
+        ax.text(len(order) - 0.5, 1 / k, " chance", va="bottom", ha="right", color="grey", fontsize=8)
+    ax.set(ylim=(0, 1.02), xlabel="", ylabel="accuracy", title=f"{dataset}: accuracy by training variant (bars: mean ± sd over seeds)")
+    ax.legend(title="variant", loc="lower left")
+    return save(fig, cfg, dataset, "accuracy")
+
+
+@register("localization")
+def localization(cfg, dataset):
+    data = table(dataset, "localization")
+    data = data[data.metric.isin(["relevance_mass", "pointing_game", "pixel_ap"])]
+    if data.empty:
+        return []
+    metrics = ["relevance_mass", "pointing_game", "pixel_ap"]
+    labels = {"relevance_mass": "relevance mass in mask", "pointing_game": "pointing game hit rate", "pixel_ap": "pixel AP vs mask"}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    for ax, metric in zip(axes, metrics):
+        d = data[(data.metric == metric) & (data.split == "test")]
+        seed_points(ax, d, "method", "value", "variant", hue_order=_variants(cfg))
+        ax.set(title=labels[metric], xlabel="explainer", ylabel="score (higher = closer to the object)", ylim=(0, 1.02))
+        ax.legend_.remove() if ax is not axes[-1] and ax.legend_ else None
+    fig.suptitle(f"{dataset}: how well maps point at the ground-truth object (test split; mean ± sd over seeds)")
+    return save(fig, cfg, dataset, "localization")
+
+
+@register("entropy")
+def entropy(cfg, dataset):
+    data = table(dataset, "entropy")
+    data = data[data.split == "test"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ["spatial_entropy", "histogram_entropy"]):
+        seed_points(ax, data[data.metric == metric], "method", "value", "variant", hue_order=_variants(cfg))
+        ax.set(title=metric.replace("_", " ") + " (lower = more focused)", xlabel="explainer", ylabel="normalised entropy", ylim=(0, 1.02))
+    fig.suptitle(f"{dataset}: salience-map entropy (test split; mean ± sd over seeds)")
+    return save(fig, cfg, dataset, "entropy")
+
+
+@register("gallery")
+def gallery(cfg, dataset):
+    """Example test images, their ground-truth mask, and each variant's map per method (first seed)."""
+    from .. import explain
+    from ..data import read_split
+    split = read_split(paths.prepared(dataset), "test")
+    n = min(cfg["figures"]["gallery_images"], len(split))
+    idx = np.linspace(0, len(split) - 1, n).astype(int)
+    seed = cfg["train"]["seeds"][0]
+    cols = [(v, m) for v in _variants(cfg) for m in cfg["explain"]["methods"]]
+    ncols = 2 + len(cols)
+    fig, axes = plt.subplots(n, ncols, figsize=(1.6 * ncols, 1.6 * n), squeeze=False)
+    maps = {c: explain.load(paths.explanation(dataset, c[0], seed, c[1], "test")) for c in cols}
+    classes = _classes(dataset)
+    for r, i in enumerate(idx):
+        axes[r, 0].imshow(split.images[i])
+        axes[r, 0].set_ylabel(classes[split.labels[i]], fontsize=8)
+        axes[r, 1].imshow(split.masks[i] if split.masks is not None else np.zeros(split.images.shape[1:3]), cmap="gray", vmin=0, vmax=255)
+        for c, key in enumerate(cols):
+            m = maps[key]["maps"][i].astype(float)
+            axes[r, 2 + c].imshow(split.images[i])
+            axes[r, 2 + c].imshow(m / max(m.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            ok = maps[key]["predictions"][i] == split.labels[i]
+            axes[r, 2 + c].set_title(f"pred {classes[maps[key]['predictions'][i]]}", fontsize=7, color="black" if ok else "red")
+    for c, title in enumerate(["image", "mask"] + [f"{v}\n{m}" for v, m in cols]):
+        axes[0, c].annotate(title, (0.5, 1.35), xycoords="axes fraction", ha="center", fontsize=8, weight="bold")
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"{dataset}: test images, ground-truth masks and maps (seed {seed}; red title = wrong prediction)", y=1.02)
+    return save(fig, cfg, dataset, "gallery")
+
+
+def _classes(dataset):
+    from ..data import read_meta
+    return read_meta(paths.prepared(dataset))["classes"]
+
+
+def draw_all(cfg: dict, dataset: str) -> list[Path]:
+    """Draw every registered figure whose inputs exist for this configuration."""
+    families = set(cfg["metrics"]["families"])
+    written = []
+    for name, fn in FIGURES.items():
+        if name in families or name == "gallery":
+            written += fn(cfg, dataset)
+    return written

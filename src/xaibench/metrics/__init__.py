@@ -1,0 +1,107 @@
+"""Metric families: each a function `(ctx) -> per-image rows`, registered by name with its scope.
+
+Scope `model` runs once per trained model (dataset × variant × seed); scope `variant` runs once
+per variant with every seed's outputs at hand (cross-run stability). Rows carry the tidy columns
+below; `aggregate` averages the per-image rows into one row per
+dataset × variant × seed × method × split × metric × setting × level (DESIGN §2.4).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import explain as ex
+from .. import paths
+from ..data import read_meta, read_split
+
+COLUMNS = ["dataset", "variant", "seed", "method", "split", "metric", "setting", "level", "value"]
+ROW_COLUMNS = ["method", "split", "metric", "setting", "level", "image", "value"]
+
+
+@dataclass
+class Family:
+    fn: Callable
+    scope: str  # "model" or "variant"
+    needs: str  # what the family reads: "models", "explanations" or "both"
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(name: str, scope: str = "model", needs: str = "explanations"):
+    def deco(fn):
+        FAMILIES[name] = Family(fn, scope, needs)
+        return fn
+    return deco
+
+
+@dataclass
+class Context:
+    """What a metric family may read: settings, the prepared data, models and explanations."""
+
+    cfg: dict
+    dataset: str
+    variant: str
+    seeds: list[int]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def seed(self) -> int:
+        return self.seeds[0]
+
+    @cache
+    def meta(self) -> dict:
+        return read_meta(paths.prepared(self.dataset))
+
+    @cache
+    def split(self, name: str):
+        return read_split(paths.prepared(self.dataset), name)
+
+    def model(self, seed: int):
+        from ..training.fit import load_model
+        model, _ = load_model(paths.model_dir(self.dataset, self.variant, seed) / "model.pt",
+                              expect={"dataset": self.dataset, "data_sha256": self.meta()["content_sha256"]},
+                              device=self.device)
+        return model
+
+    def explanation(self, seed: int, method: str, split: str) -> dict:
+        return ex.load(paths.explanation(self.dataset, self.variant, seed, method, split))
+
+    def __hash__(self):
+        return id(self)
+
+
+def rows(method: str, split: str, metric: str, values, setting: str = "", level: float = np.nan) -> pd.DataFrame:
+    """Per-image rows for one metric: `values` is [N] (image i -> value)."""
+    values = np.asarray(values, dtype=float).reshape(-1)
+    return pd.DataFrame({"method": method, "split": split, "metric": metric, "setting": setting,
+                         "level": float(level), "image": np.arange(len(values)), "value": values})
+
+
+def run(name: str, ctx: Context) -> pd.DataFrame:
+    frame = FAMILIES[name].fn(ctx)
+    if frame.empty:
+        frame = pd.DataFrame(columns=ROW_COLUMNS)
+    frame.insert(0, "dataset", ctx.dataset)
+    frame.insert(1, "variant", ctx.variant)
+    frame.insert(2, "seed", ctx.seed if FAMILIES[name].scope == "model" else -1)
+    return frame
+
+
+def aggregate(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Mean over images -> the tidy table, one row per model × method × split × metric × setting × level."""
+    data = pd.concat(frames, ignore_index=True)
+    keys = [c for c in COLUMNS if c != "value"]
+    data["setting"] = data["setting"].fillna("")
+    out = data.groupby(keys, dropna=False, sort=True)["value"].mean().reset_index()
+    return out[COLUMNS]
+
+
+# Register the families (import for side effects).
+from . import accuracy, localization, salience  # noqa: E402,F401

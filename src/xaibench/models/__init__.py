@@ -1,0 +1,100 @@
+"""Classifiers with one interface every explainer and loss relies on.
+
+A model takes images in [0,1] (it normalises internally) and exposes
+`features(x) -> [B,C,h,w]` (the last conv block, the layer CAM/Grad-CAM explain) and
+`classify(f) -> logits`, with `forward = classify(features(x))`. `create_model(name, ...)` is the
+single entry point; architectures register themselves by name (the timm pattern).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def register(name: str):
+    def deco(fn):
+        MODELS[name] = fn
+        return fn
+    return deco
+
+
+class Classifier(nn.Module):
+    """Normalise -> backbone trunk -> global average pool -> linear."""
+
+    def __init__(self, trunk: nn.Module, channels: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.trunk = trunk
+        self.fc = nn.Linear(channels, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk((x - self.mean) / self.std)
+
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(f.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+
+def _block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+    layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+
+@register("small_cnn")
+def small_cnn(num_classes: int, width: int = 32, **_) -> Classifier:
+    """VGG-style CPU default: 4 conv/bn/relu blocks (3 max-pools), so a 64 px input gives an 8x8 map."""
+    chans = [width, 2 * width, 4 * width, 4 * width]
+    layers, cin = [], 3
+    for i, c in enumerate(chans):
+        layers += _block(cin, c, pool=i < len(chans) - 1)
+        cin = c
+    return Classifier(nn.Sequential(*layers), cin, num_classes)
+
+
+@register("resnet18")
+def resnet18(num_classes: int, image_size: int = 224, **_) -> Classifier:
+    """torchvision resnet18 trunk (no weights are ever downloaded).
+
+    Below 128 px the stem becomes a 3x3 stride-1 conv without max-pool (the CIFAR variant), so the
+    last block still has a useful 8x8 map at 64 px; at 128 px and up the ImageNet stem is kept.
+    """
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(weights=None)
+    if image_size < 128:
+        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
+    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    return Classifier(trunk, 512, num_classes)
+
+
+def create_model(arch: str, num_classes: int, **kw) -> Classifier:
+    if arch not in MODELS:
+        raise ValueError(f"unknown architecture '{arch}'; registered: {', '.join(sorted(MODELS))}")
+    return MODELS[arch](num_classes=num_classes, **kw)
+
+
+def load_pretrained(model: Classifier, path: str) -> None:
+    """Load a local backbone state_dict (e.g. torchvision ImageNet weights), skipping the classifier."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    trunk_state = {}
+    names = [n for n, _ in model.trunk.named_children()]
+    tv_names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    for key, value in state.items():
+        head = key.split(".")[0]
+        if head in tv_names and tv_names.index(head) < len(names):
+            trunk_state[f"{tv_names.index(head)}.{key.split('.', 1)[1]}"] = value
+        elif key.startswith("trunk."):
+            trunk_state[key[len("trunk."):]] = value
+    missing, _ = model.trunk.load_state_dict(trunk_state, strict=False)
+    if len(missing) == len(model.trunk.state_dict()):
+        raise ValueError(f"{path}: no backbone weights matched this architecture")

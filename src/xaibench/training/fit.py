@@ -1,0 +1,183 @@
+"""The training loop: seeded, checkpointed every epoch, resumable to identical weights.
+
+Every random choice of epoch e draws from generators seeded by (seed, e), never from state carried
+across epochs, so a run killed after epoch e and resumed from its checkpoint ends with the same
+weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data import read_meta, read_split
+from ..io import atomic_path, save_json
+from ..models import create_model, load_pretrained
+from .losses import LOSSES
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was made with another model/data config than the one asked for."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' requested but CUDA is not available (use device: auto)")
+    return torch.device(name)
+
+
+def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
+    """Everything that decides what a checkpoint's weights mean; stored with it and checked on load."""
+    train = cfg["train"]
+    return {
+        "arch": train["arch"], "width": train["width"], "num_classes": len(meta["classes"]),
+        "image_size": meta["image_size"], "dataset": meta["dataset"], "data_sha256": meta["content_sha256"],
+        "variant": variant, "seed": seed,
+        "train": {k: train[k] for k in ("pretrained", "epochs", "batch_size", "lr", "weight_decay", "salience")},
+    }
+
+
+def build(mcfg: dict):
+    model = create_model(mcfg["arch"], mcfg["num_classes"], width=mcfg["width"], image_size=mcfg["image_size"])
+    return model
+
+
+def load_model(path: str | Path, expect: dict | None = None, device="cpu"):
+    """Load model.pt; if `expect` is given, every key it names must match the stored config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model not found; run `xaibench train` for it first")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        mcfg = ckpt["model_config"]
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ValueError(f"{path}: corrupt or not an xaibench checkpoint ({type(exc).__name__}: {exc})") from None
+    for key, want in (expect or {}).items():
+        if mcfg.get(key) != want:
+            raise CheckpointMismatch(f"{path}: made with {key}={mcfg.get(key)!r} but {want!r} was asked for; "
+                                     "retrain it (delete the file) or fix the settings")
+    model = build(mcfg).to(device)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), mcfg
+
+
+@torch.no_grad()
+def predict(model, split, batch_size: int, device) -> torch.Tensor:
+    """Logits for a whole split, batched."""
+    model.eval()
+    out = [model(split.tensors(slice(i, i + batch_size)).to(device)).float().cpu()
+           for i in range(0, len(split), batch_size)]
+    return torch.cat(out)
+
+
+def evaluate(model, data_root: Path, meta: dict, batch_size: int, device) -> dict:
+    """Accuracy on val/test, on the cue-conflicting part of test, and confidence on ood where defined."""
+    res = {}
+    for name in ("val", "test"):
+        split = read_split(data_root, name)
+        logits = predict(model, split, batch_size, device)
+        pred = logits.argmax(1).numpy()
+        res[f"{name}_accuracy"] = float((pred == split.labels).mean())
+        if name == "test":
+            res["test_max_softmax"] = float(logits.softmax(1).max(1).values.mean())
+            if "cue" in (split.extras or {}):
+                conflict = split.extras["cue"] != split.labels
+                res["test_cue_conflicting_accuracy"] = float((pred[conflict] == split.labels[conflict]).mean())
+                res["test_cue_agreeing_accuracy"] = float((pred[~conflict] == split.labels[~conflict]).mean())
+                res["test_follows_cue"] = float((pred[conflict] == split.extras["cue"][conflict]).mean())
+    if meta["splits"].get("ood"):
+        # ood classes were never trained on, so accuracy is undefined; report how confident the model stays.
+        logits = predict(model, read_split(data_root, "ood"), batch_size, device)
+        res["ood_max_softmax"] = float(logits.softmax(1).max(1).values.mean())
+    return res
+
+
+def _lr(base: float, epoch: int, epochs: int) -> float:
+    """Cosine schedule computed from the epoch alone (no scheduler state to resume)."""
+    return base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto",
+          stop_after: int | None = None) -> dict:
+    """Train one model and write model.pt, history.csv and summary.json under `out`.
+
+    Resumes from `out/checkpoint.pt` when it was made with the same config. `stop_after` ends the
+    run after that many epochs (to test resuming) without writing the final files.
+    """
+    data_root, out = Path(data_root), Path(out)
+    tcfg = cfg["train"]
+    device = resolve_device(device)
+    torch.set_num_threads(tcfg["threads"])
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    meta = read_meta(data_root)
+    train_split = read_split(data_root, "train")
+    val_split = read_split(data_root, "val")
+    mcfg = model_config(cfg, meta, variant, seed)
+    loss_fn = LOSSES[variant]
+
+    torch.manual_seed(seed)
+    model = build(mcfg).to(device)
+    if tcfg["pretrained"]:
+        load_pretrained(model, tcfg["pretrained"])
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    history, start = [], 0
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["model_config"] == mcfg:
+            model.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            history, start = ckpt["history"], ckpt["epoch"] + 1
+            print(f"resuming {out} after epoch {start}", flush=True)
+        else:
+            print(f"{ckpt_path}: made with other settings; starting afresh", flush=True)
+
+    n, bs = len(train_split), tcfg["batch_size"]
+    for epoch in range(start, tcfg["epochs"]):
+        if stop_after is not None and epoch >= stop_after:
+            return {}
+        torch.manual_seed(seed * 100003 + epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch)).numpy()
+        for group in opt.param_groups:
+            group["lr"] = _lr(tcfg["lr"], epoch, tcfg["epochs"])
+        model.train()
+        total, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(0, n, bs), desc=f"{variant} seed{seed} epoch {epoch + 1}/{tcfg['epochs']}", mininterval=1)
+        for i in bar:
+            idx = np.sort(order[i:i + bs])
+            x, y = train_split.tensors(idx).to(device), torch.from_numpy(train_split.labels[idx]).to(device)
+            m = train_split.mask_tensor(idx)
+            loss, logits = loss_fn(model, x, y, None if m is None else m.to(device), tcfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+        val_logits = predict(model, val_split, 256, device)
+        val_acc = float((val_logits.argmax(1).numpy() == val_split.labels).mean())
+        history.append({"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen, "val_accuracy": val_acc})
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                        "epoch": epoch, "history": history}, tmp)
+
+    summary = {"variant": variant, "seed": seed, "dataset": meta["dataset"], "epochs": tcfg["epochs"],
+               **evaluate(model, data_root, meta, 256, device)}
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "history": history}, tmp)
+    with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    save_json(out / "summary.json", summary)
+    ckpt_path.unlink(missing_ok=True)
+    return summary

@@ -1,0 +1,54 @@
+import pytest
+import yaml
+
+from xaibench import config
+from xaibench.cli import main
+
+
+def test_defaults_fill_every_section():
+    cfg = config.validate({})
+    assert cfg["device"] == "auto"
+    assert cfg["train"]["salience"]["alpha"] == 0.5
+    assert cfg["data"]["shapes"]["n_train"] > 0
+
+
+def test_repo_params_and_presets_validate():
+    cfg = config.load("params.yaml", ["presets/smoke.yaml"])
+    base = config.load("params.yaml")
+    assert cfg["data"]["shapes"]["n_train"] < base["data"]["shapes"]["n_train"]
+
+
+@pytest.mark.parametrize("bad, names", [
+    ({"train": {"epoch": 3}}, ["train", "epoch", "allowed keys"]),
+    ({"train": {"epochs": 0}}, ["train.epochs", "minimum"]),
+    ({"train": {"variants": ["standrad"]}}, ["train.variants.0", "standrad", "choose from"]),
+    ({"device": "gpu"}, ["device", "gpu"]),
+    ({"data": {"shapes": {"classes": ["star"], "ood_classes": ["star"]}}}, ["data.shapes.classes"]),
+])
+def test_bad_values_name_the_key(bad, names):
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(bad)
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 3\n   seeds: [0\n")
+    with pytest.raises(config.ConfigError, match=r"params.yaml: line \d+ is not valid YAML"):
+        config.load(path)
+
+
+def test_preset_overlay_replaces_leaves_only(tmp_path):
+    base = {"train": {"epochs": 5, "lr": 0.1}}
+    over = {"train": {"epochs": 1}}
+    assert config.deep_merge(base, over) == {"train": {"epochs": 1, "lr": 0.1}}
+
+
+def test_cli_bad_params_exits_nonzero_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": -1}}))
+    assert main(["prepare", "--dataset", "shapes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.lr" in err[0]
+    assert not (tmp_path / "data").exists()

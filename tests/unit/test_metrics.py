@@ -1,0 +1,87 @@
+"""Metrics: analytic cases, and agreement with scikit-learn, scikit-image and Quantus."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xaibench.metrics import aggregate, rows
+from xaibench.metrics.localization import pixel_average_precision, pointing_game, relevance_mass
+from xaibench.metrics.salience import histogram_entropy, spatial_entropy
+
+
+def test_spatial_entropy_analytic():
+    uniform = torch.ones(1, 8, 8)
+    one_hot = torch.zeros(1, 8, 8)
+    one_hot[0, 3, 4] = 5.0
+    two = torch.zeros(1, 8, 8)
+    two[0, 0, :2] = 1.0
+    h = spatial_entropy(torch.cat([uniform, one_hot, two]))
+    torch.testing.assert_close(h, torch.tensor([1.0, 0.0, math.log(2) / math.log(64)]))
+    assert spatial_entropy(torch.zeros(1, 4, 4)).item() == 1.0  # no preference at all
+
+
+def test_histogram_entropy_matches_skimage_and_hand_example():
+    from skimage.measure import shannon_entropy
+
+    rng = np.random.default_rng(0)
+    maps = torch.from_numpy(rng.random((5, 8, 8))).float()
+    ours = histogram_entropy(maps, grid=8)
+    for m, h in zip(maps.numpy(), ours):
+        q = np.floor((m - m.min()) / (m.max() - m.min()) * 255).astype(np.uint8)
+        assert h.item() == pytest.approx(shannon_entropy(q) / math.log2(64), abs=1e-5)
+    # hand-computed: half the cells at 0 and half at 255 -> 1 bit; normalised by log2(4 cells) = 2 bits
+    half = torch.tensor([[[0.0, 1.0], [0.0, 1.0]]])
+    assert histogram_entropy(half, grid=2).item() == pytest.approx(0.5)
+    # the histogram ignores *where* the relevance is: a shuffled map has the same entropy
+    perm = torch.randperm(64)
+    shuffled = maps.flatten(1)[:, perm].view_as(maps)
+    torch.testing.assert_close(histogram_entropy(shuffled, 8), ours)
+
+
+def test_localization_analytic():
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[0, 2:5, 2:5] = True
+    inside = mask.float()
+    outside = (~mask).float()
+    assert relevance_mass(inside, mask).item() == 1.0 and pointing_game(inside, mask).item() == 1.0
+    assert relevance_mass(outside, mask).item() == 0.0 and pointing_game(outside, mask).item() == 0.0
+    assert pixel_average_precision(inside, mask).item() == 1.0
+
+
+def test_pixel_ap_matches_sklearn_including_ties():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(1)
+    maps = rng.integers(0, 6, (6, 10, 10)).astype(np.float32)  # many ties
+    masks = rng.random((6, 10, 10)) > 0.7
+    ours = pixel_average_precision(torch.from_numpy(maps), torch.from_numpy(masks)).numpy()
+    ref = [average_precision_score(m.ravel(), a.ravel()) for a, m in zip(maps, masks)]
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_localization_agrees_with_quantus():
+    quantus = pytest.importorskip("quantus")
+    rng = np.random.default_rng(2)
+    a = rng.random((8, 1, 12, 12)).astype(np.float32)
+    a[:4] **= 4
+    s = np.zeros((8, 1, 12, 12), np.float32)
+    s[:, :, 3:8, 2:9] = 1
+    x = rng.random((8, 3, 12, 12)).astype(np.float32)
+    y = np.zeros(8, np.int64)
+    kw = dict(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s, channel_first=True)
+    mass_q = quantus.RelevanceMassAccuracy(disable_warnings=True, display_progressbar=False)(**kw)
+    point_q = quantus.PointingGame(disable_warnings=True, display_progressbar=False)(**kw)
+    maps, masks = torch.from_numpy(a[:, 0]), torch.from_numpy(s[:, 0] > 0)
+    np.testing.assert_allclose(relevance_mass(maps, masks).numpy(), mass_q, atol=1e-5)
+    np.testing.assert_allclose(pointing_game(maps, masks).numpy(), np.asarray(point_q, float))
+    complexity_q = quantus.Complexity(disable_warnings=True, display_progressbar=False, normalise=False)(**kw)
+    np.testing.assert_allclose(spatial_entropy(maps).numpy() * math.log(144), complexity_q, rtol=1e-4)
+
+
+def test_aggregate_is_tidy_mean_over_images():
+    frame = rows("gradcam", "test", "relevance_mass", [0.2, 0.4])
+    frame.insert(0, "dataset", "shapes"), frame.insert(1, "variant", "standard"), frame.insert(2, "seed", 0)
+    table = aggregate([frame])
+    assert list(table.columns) == ["dataset", "variant", "seed", "method", "split", "metric", "setting", "level", "value"]
+    assert len(table) == 1 and table.value.iloc[0] == pytest.approx(0.3)
