@@ -91,8 +91,8 @@ def cmd_aggregate(args, cfg):
 
 
 def cmd_figures(args, cfg):
-    from .figures import draw_all
-    for path in draw_all(cfg, args.dataset):
+    from .figures import draw
+    for path in draw(cfg, args.dataset, args.only):
         print(path)
 
 
@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--family", required=True)
     p.add_argument("inputs", nargs="+", help="per-model .parquet files written by `measure`")
-    p = step("figures", cmd_figures, "draw every figure of a dataset from its tidy tables")
+    p = step("figures", cmd_figures, "draw figures of a dataset from its tidy tables (never touches a model)")
     p.add_argument("--dataset", required=True)
+    p.add_argument("--only", action="append", help="figure name (repeatable); default: all this config can draw")
     return parser
 
 

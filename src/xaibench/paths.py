@@ -1,4 +1,7 @@
-"""Where every artifact lives. The Snakefile and the CLI both import these, so a path is defined once."""
+"""Where every artifact lives. The Snakefile and the CLI both import these, so a path is defined once.
+
+Layout is phase first (results/{phase}/{dataset}/...), so each DVC stage owns one directory.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,21 +15,26 @@ def prepared(dataset: str) -> Path:
 
 
 def model_dir(dataset: str, variant: str, seed: int | str) -> Path:
-    return RESULTS / dataset / "models" / variant / f"seed{seed}"
+    return RESULTS / "models" / dataset / variant / f"seed{seed}"
 
 
 def explanation(dataset: str, variant: str, seed: int | str, method: str, split: str) -> Path:
-    return RESULTS / dataset / "explanations" / variant / f"seed{seed}" / method / f"{split}.npz"
+    return RESULTS / "explanations" / dataset / variant / f"seed{seed}" / method / f"{split}.npz"
 
 
 def measure_unit(dataset: str, family: str, variant: str, unit: str) -> Path:
     """Per-image metric rows of one model (`unit` = 'seed0', ...) or of all seeds of a variant ('seeds')."""
-    return RESULTS / dataset / "metrics" / family / variant / f"{unit}.parquet"
+    return RESULTS / "metrics" / dataset / family / variant / f"{unit}.parquet"
 
 
 def metric_table(dataset: str, family: str, ext: str = "csv") -> Path:
-    return RESULTS / dataset / "metrics" / f"{family}.{ext}"
+    """The tidy table of a family (csv: means per model; parquet: every per-image row)."""
+    return RESULTS / "metrics" / dataset / f"{family}.{ext}"
 
 
 def figures(dataset: str) -> Path:
-    return RESULTS / dataset / "figures"
+    return RESULTS / "figures" / dataset
+
+
+def tables(dataset: str) -> Path:
+    return RESULTS / "tables" / dataset

@@ -15,14 +15,17 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .. import paths  # noqa: E402
+from .. import catalog, paths  # noqa: E402
 
 FIGURES: dict[str, Callable] = {}
 PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "protopnet": "#C44E52"}
 
 
 def register(name: str):
+    """Register the drawing function of a figure listed in `xaibench.catalog.FIGURES`."""
     def deco(fn):
+        if name not in catalog.FIGURES:
+            raise KeyError(f"figure '{name}' is not listed in xaibench.catalog.FIGURES")
         FIGURES[name] = fn
         return fn
     return deco
@@ -145,11 +148,15 @@ def _classes(dataset):
     return read_meta(paths.prepared(dataset))["classes"]
 
 
-def draw_all(cfg: dict, dataset: str) -> list[Path]:
-    """Draw every registered figure whose inputs exist for this configuration."""
-    families = set(cfg["metrics"]["families"])
+def wanted(cfg: dict) -> list[str]:
+    """Figures this configuration can draw: those whose metric families are all computed."""
+    have = set(cfg["metrics"]["families"]) | {"explanations"}
+    return [name for name, spec in catalog.FIGURES.items() if set(spec["needs"]) <= have]
+
+
+def draw(cfg: dict, dataset: str, names: list[str] | None = None) -> list[Path]:
+    """Draw the named figures (default: every figure this configuration can draw)."""
     written = []
-    for name, fn in FIGURES.items():
-        if name in families or name == "gallery":
-            written += fn(cfg, dataset)
+    for name in names or wanted(cfg):
+        written += FIGURES[name](cfg, dataset)
     return written

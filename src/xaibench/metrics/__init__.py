@@ -1,7 +1,6 @@
-"""Metric families: each a function `(ctx) -> per-image rows`, registered by name with its scope.
+"""Metric families: each a function `(ctx) -> per-image rows`, registered under its catalog name.
 
-Scope `model` runs once per trained model (dataset × variant × seed); scope `variant` runs once
-per variant with every seed's outputs at hand (cross-run stability). Rows carry the tidy columns
+Scope and inputs of each family are declared in `xaibench.catalog`. Rows carry the tidy columns
 below; `aggregate` averages the per-image rows into one row per
 dataset × variant × seed × method × split × metric × setting × level (DESIGN §2.4).
 """
@@ -16,8 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import catalog, paths
 from .. import explain as ex
-from .. import paths
 from ..data import read_meta, read_split
 
 COLUMNS = ["dataset", "variant", "seed", "method", "split", "metric", "setting", "level", "value"]
@@ -27,16 +26,18 @@ ROW_COLUMNS = ["method", "split", "metric", "setting", "level", "image", "value"
 @dataclass
 class Family:
     fn: Callable
-    scope: str  # "model" or "variant"
-    needs: str  # what the family reads: "models", "explanations" or "both"
+    scope: str  # "model" or "variant", from xaibench.catalog
 
 
 FAMILIES: dict[str, Family] = {}
 
 
-def register(name: str, scope: str = "model", needs: str = "explanations"):
+def register(name: str):
+    """Register the implementation of a family listed in `xaibench.catalog.FAMILIES`."""
     def deco(fn):
-        FAMILIES[name] = Family(fn, scope, needs)
+        if name not in catalog.FAMILIES:
+            raise KeyError(f"metric family '{name}' is not listed in xaibench.catalog.FAMILIES")
+        FAMILIES[name] = Family(fn, catalog.FAMILIES[name]["scope"])
         return fn
     return deco
 

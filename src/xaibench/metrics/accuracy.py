@@ -9,7 +9,7 @@ from .. import paths
 from . import register, rows
 
 
-@register("accuracy", needs="models")
+@register("accuracy")
 def accuracy(ctx) -> pd.DataFrame:
     path = paths.model_dir(ctx.dataset, ctx.variant, ctx.seed) / "summary.json"
     summary = json.loads(path.read_text())
