@@ -14,6 +14,11 @@ FAMILIES = {
     "accuracy": {"scope": "model", "needs": ["models"]},
     "localization": {"scope": "model", "needs": ["explanations"]},
     "entropy": {"scope": "model", "needs": ["explanations"]},
+    "noise": {"scope": "model", "needs": ["models", "explanations"]},
+    "equivariance": {"scope": "model", "needs": ["models", "explanations"]},
+    "stability": {"scope": "variant", "needs": ["explanations"]},
+    "degradation": {"scope": "model", "needs": ["models", "explanations"]},
+    "deletion": {"scope": "model", "needs": ["models", "explanations"]},
 }
 
 FIGURES = {

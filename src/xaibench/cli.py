@@ -13,11 +13,13 @@ from . import config, paths
 
 EPILOG = """steps, in pipeline order:
   prepare   write data/prepared/{dataset}/{split}.npz + meta.json
-  train     write results/{dataset}/models/{variant}/seed{seed}/ (model.pt, history.csv, summary.json)
-  explain   write results/{dataset}/explanations/{variant}/seed{seed}/{method}/{split}.npz
+  train     write results/models/{dataset}/{variant}/seed{seed}/ (model.pt, history.csv, summary.json)
+  plugin    put LAP into a trained standard model: results/models/{dataset}/lap_plugin/seed{seed}/
+  explain   write results/explanations/{dataset}/{variant}/seed{seed}/{method}/{split}.npz
   measure   write per-image rows of one metric family for one model (or all seeds of a variant)
-  aggregate combine per-model rows into the tidy results/{dataset}/metrics/{family}.csv
-  figures   draw results/{dataset}/figures/ from the tidy tables only
+  aggregate combine per-model rows into the tidy results/metrics/{dataset}/{family}.csv
+  summary   headline numbers per dataset x variant into results/summary.json (DVC metrics)
+  figures   draw results/figures/{dataset}/ from the tidy tables only
 
 The whole pipeline is `snakemake --cores all`; these steps are what its rules call."""
 
@@ -48,6 +50,16 @@ def cmd_train(args, cfg):
     out = args.out or paths.model_dir(args.dataset, args.variant, args.seed)
     summary = train(cfg, paths.prepared(args.dataset), args.variant, args.seed, out, cfg["device"])
     print(" ".join(f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float)))
+
+
+def cmd_plugin(args, cfg):
+    from .training.plugin import VARIANT, plugin
+    src = args.source or paths.model_dir(args.dataset, "standard", args.seed) / "model.pt"
+    if args.epochs is not None:
+        cfg["train"]["lap"]["plugin"]["epochs"] = args.epochs
+    out = args.out or paths.model_dir(args.dataset, VARIANT, args.seed)
+    summary = plugin(cfg, paths.prepared(args.dataset), args.seed, src, out, cfg["device"])
+    print(" ".join(f"{k}={summary['plugin'][k]['test_accuracy']:.3f}" for k in ("original", "at_init", "after")))
 
 
 def cmd_explain(args, cfg):
@@ -90,6 +102,13 @@ def cmd_aggregate(args, cfg):
     print(f"{paths.metric_table(args.dataset, args.family)}: {len(table)} rows")
 
 
+def cmd_summary(args, cfg):
+    from .metrics import summarize
+    from .io import save_json
+    save_json(args.out, summarize(cfg))
+    print(f"{args.out}: headline metrics of {', '.join(cfg['datasets'])}")
+
+
 def cmd_figures(args, cfg):
     from .figures import draw
     for path in draw(cfg, args.dataset, args.only):
@@ -112,9 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default data/prepared/{dataset})")
     p = step("train", cmd_train, "train one model (resumes from its last epoch checkpoint)")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", required=True, choices=["standard", "salience"])
+    p.add_argument("--variant", required=True, choices=["standard", "salience", "lap"])
     p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--out", help="output folder (default results/{dataset}/models/{variant}/seed{seed})")
+    p.add_argument("--out", help="output folder (default results/models/{dataset}/{variant}/seed{seed})")
+    p = step("plugin", cmd_plugin, "put LAP into a trained standard model, fine-tune briefly (paper C)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: train.lap.plugin.epochs)")
+    p.add_argument("--source", help="standard checkpoint (default results/models/{dataset}/standard/seed{seed}/model.pt)")
+    p.add_argument("--out", help="output folder (default results/models/{dataset}/lap_plugin/seed{seed})")
     p = step("explain", cmd_explain, "explain one model's decisions on one split with one method")
     for name in ("dataset", "variant", "method", "split"):
         p.add_argument(f"--{name}", required=True)
@@ -127,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--family", required=True)
     p.add_argument("inputs", nargs="+", help="per-model .parquet files written by `measure`")
+    p = step("summary", cmd_summary, "headline numbers (mean and sd over seeds) as JSON for `dvc metrics show`")
+    p.add_argument("--out", default="results/summary.json")
     p = step("figures", cmd_figures, "draw figures of a dataset from its tidy tables (never touches a model)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--only", action="append", help="figure name (repeatable); default: all this config can draw")

@@ -97,3 +97,7 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
         bad = int((~np.isfinite(arrays["maps"])).any(axis=(1, 2)).sum())
         raise ValueError(f"{path}: {bad} maps contain NaN or inf; rerun the explain step for it")
     return arrays
+
+
+# Explainers in their own modules register themselves on import.
+from . import lap  # noqa: E402,F401

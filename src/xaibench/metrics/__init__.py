@@ -104,5 +104,21 @@ def aggregate(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return out[COLUMNS]
 
 
+def summarize(cfg: dict) -> dict:
+    """Headline numbers for `dvc metrics show`: mean and sd over seeds of every un-parametrised metric."""
+    out: dict = {}
+    for dataset in cfg["datasets"]:
+        for family in cfg["metrics"]["families"]:
+            table = pd.read_csv(paths.metric_table(dataset, family), keep_default_na=False, na_values=[""])
+            table = table[(table.setting.fillna("") == "") & table.level.isna()]
+            stats = table.groupby(["variant", "method", "split", "metric"])["value"].agg(["mean", "std"])
+            for (variant, method, split, metric), row in stats.iterrows():
+                key = f"{family}/{metric}" if method == "model" else f"{family}/{method}/{metric}"
+                node = out.setdefault(dataset, {}).setdefault(variant, {}).setdefault(split, {})
+                node[key] = {"mean": round(float(row["mean"]), 4),
+                             "sd": None if pd.isna(row["std"]) else round(float(row["std"]), 4)}
+    return out
+
+
 # Register the families (import for side effects).
-from . import accuracy, localization, salience  # noqa: E402,F401
+from . import accuracy, deletion, localization, salience  # noqa: E402,F401

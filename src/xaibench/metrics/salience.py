@@ -1,6 +1,8 @@
 """`salience`: the salience measures of "Explain to Me" (Crum et al. 2023; research/salience_measures.md).
 
-(a) entropy is here; every measure takes maps [B,H,W] and returns [B], vectorised in torch.
+(a) entropy; (b) `noise`, out-of-set reaction; (c) `equivariance`, geometric transforms; (d) `stability`,
+across training runs; (e) `degradation`, salience-guided blur. Every measure is vectorised over the
+batch in torch; map similarity (SSIM, Spearman) lives in `similarity.py`.
 """
 from __future__ import annotations
 
@@ -53,3 +55,363 @@ def entropy(ctx) -> pd.DataFrame:
             out.append(rows(method, split, "spatial_entropy", spatial_entropy(maps).numpy()))
             out.append(rows(method, split, "histogram_entropy", histogram_entropy(maps, grid).numpy()))
     return pd.concat(out, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b)-(e): out-of-set reaction, geometric equivariance, cross-run stability, salience-guided
+# degradation. Each family reads the saved clean maps (the same the other families score) and
+# computes maps of altered images with the same explainer. Everything runs per batch of
+# cfg.explain.batch_size images, vectorised over the batch.
+# ---------------------------------------------------------------------------------------------
+
+from collections import defaultdict  # noqa: E402
+from itertools import combinations  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from .. import explain as ex  # noqa: E402
+from .similarity import minmax, spearman, ssim  # noqa: E402
+
+REF_SIZE = 224        # side of the reference code's images and upscaled maps
+SMOOTH_SIGMA = 5.0    # reference: gaussian_filter(CAM, 5) before quantising the salience levels
+BLUR_SIGMA_MAX = 10.0  # reference: sigma_blur(s) = (10 - s)^4 / 10^3, s in 0..10
+
+
+def _settings(ctx) -> dict:
+    return ctx.cfg["metrics"]["salience"]
+
+
+def _test_images(ctx, family: str):
+    """The test split and how many of its first images this run uses (metrics.salience.max_images)."""
+    if "test" not in ctx.cfg["explain"]["splits"]:
+        raise ValueError(f"{family}: needs the saved maps of the test split; add 'test' to explain.splits")
+    data = ctx.split("test")
+    cap = _settings(ctx)["max_images"]
+    return data, len(data) if cap is None else min(cap, len(data))
+
+
+def _batches(n: int, size: int):
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _clean(ctx, method: str, n: int):
+    """Saved clean maps [n,H,W] (float16 on disk) and the targets they explain, first n test images."""
+    arrays = ctx.explanation(ctx.seed, method, "test")
+    return torch.from_numpy(arrays["maps"][:n]).float(), torch.from_numpy(arrays["targets"][:n]).long()
+
+
+def _explain(fn, model, x, logits, fixed, mode: str) -> torch.Tensor:
+    """Map of an altered image: for its own predicted class (`predicted`, the reference code's
+    choice) or for the clean image's target (`fixed`). Rounded to float16 like the saved maps, so
+    a map and its saved counterpart differ only by what the alteration did."""
+    targets = logits.argmax(1) if mode == "predicted" else fixed
+    return fn(model, x, targets).detach().half().float()
+
+
+def _score_class(ctx, logits, labels):
+    """The class whose probability is tracked: the clean image's explained class (explain.target)."""
+    return logits.argmax(1) if ctx.cfg["explain"]["target"] == "predicted" else labels
+
+
+def _collect(parts: dict, key, value: torch.Tensor):
+    parts[key].append(value.detach().float().cpu())
+
+
+def _frame(parts: dict) -> pd.DataFrame:
+    out = [rows(method, split, metric, torch.cat(vals).numpy(), setting=setting, level=level)
+           for (method, split, metric, setting, level), vals in parts.items()]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+# ---- (b) out-of-set reaction -----------------------------------------------------------------
+
+def salt_and_pepper(images: torch.Tensor, amount: float, uniforms: torch.Tensor) -> torch.Tensor:
+    """skimage.util.random_noise(mode='s&p', salt_vs_pepper=0.5), per array element.
+
+    Every channel value is independently replaced with probability `amount`, by 1 or 0 with equal
+    odds (coloured noise, as the reference). `uniforms` [B,2,C,H,W] holds the two uniform draws
+    (replace?, salt?); reusing them across amounts makes the noise nested: a value noised at 0.1
+    is also noised at 0.2 (common random numbers, so curves over amount are not jittered by
+    resampling). amount 0 leaves the image untouched; amount 1 is pure noise.
+    """
+    flip, salt = uniforms[:, 0] < amount, uniforms[:, 1] < 0.5
+    return torch.where(flip, salt.to(images.dtype), images)
+
+
+@register("noise")
+def noise(ctx) -> pd.DataFrame:
+    """Out-of-set reaction (paper E, measure b): salt-and-pepper sweep on test, and ood vs test.
+
+    Per image and amount: `score` = softmax probability of the clean image's explained class on
+    the noisy image (the reference scores sigmoid(logit_synthetic) of a binary model; softmax of
+    the tracked class is its K-class counterpart), `prediction_changed` (argmax differs from the
+    clean one), and per explainer `map_ssim` (SSIM of the noisy-image map vs the clean map, both
+    min-max scaled, data_range 1) and `spatial_entropy` of the noisy map. The reference code draws
+    the noise unseeded; here one torch.Generator seeded by metrics.salience.noise_seed is drawn
+    batch by batch in image order, so every model sees the same noisy images (paired comparison).
+    With an `ood` split: per-image `max_softmax`, `spatial_entropy` and `histogram_entropy` on ood
+    and on test (setting 'ood'; maps computed here for the predicted class, since the explain step
+    may not cover ood).
+    """
+    s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
+    model, dev = ctx.model(ctx.seed).eval(), ctx.device
+    data, n = _test_images(ctx, "noise")
+    methods = ctx.cfg["explain"]["methods"]
+    clean = {m: _clean(ctx, m, n) for m in methods}
+    fns = {m: ex.get(m) for m in methods}
+    gen = torch.Generator().manual_seed(s["noise_seed"])
+    parts = defaultdict(list)
+    for sl in _batches(n, bs):
+        x = data.tensors(sl).to(dev)
+        uniforms = torch.rand((len(x), 2, *x.shape[1:]), generator=gen).to(dev)
+        with torch.no_grad():
+            z0 = model(x)
+        cls = _score_class(ctx, z0, torch.from_numpy(data.labels[sl]).to(dev))
+        for amount in s["noise_amounts"]:
+            xn = salt_and_pepper(x, amount, uniforms)
+            with torch.no_grad():
+                z = model(xn)
+            _collect(parts, ("model", "test", "score", "s&p", amount), z.softmax(1).gather(1, cls[:, None])[:, 0])
+            _collect(parts, ("model", "test", "prediction_changed", "s&p", amount), (z.argmax(1) != z0.argmax(1)).float())
+            for m in methods:
+                maps = _explain(fns[m], model, xn, z, clean[m][1][sl].to(dev), s["target"])
+                _collect(parts, (m, "test", "map_ssim", "s&p", amount), ssim(minmax(maps), minmax(clean[m][0][sl].to(dev))))
+                _collect(parts, (m, "test", "spatial_entropy", "s&p", amount), spatial_entropy(maps))
+    if ctx.meta()["splits"].get("ood"):
+        for split in ("test", "ood"):
+            _ood_side(ctx, model, ctx.split(split), s["max_images"], fns, parts)
+    else:
+        print(f"noise: {ctx.dataset} has no ood split; ood-vs-test comparison skipped")
+    return _frame(parts)
+
+
+def _ood_side(ctx, model, data, cap, fns, parts):
+    n = len(data) if cap is None else min(cap, len(data))
+    grid = ctx.cfg["metrics"]["entropy_grid"]
+    for sl in _batches(n, ctx.cfg["explain"]["batch_size"]):
+        x = data.tensors(sl).to(ctx.device)
+        with torch.no_grad():
+            z = model(x)
+        _collect(parts, ("model", data.name, "max_softmax", "ood", np.nan), z.softmax(1).max(1).values)
+        for m, fn in fns.items():
+            maps = _explain(fn, model, x, z, None, "predicted")
+            _collect(parts, (m, data.name, "spatial_entropy", "ood", np.nan), spatial_entropy(maps))
+            _collect(parts, (m, data.name, "histogram_entropy", "ood", np.nan), histogram_entropy(maps, grid))
+
+
+# ---- (c) geometric equivariance --------------------------------------------------------------
+
+def geometric_transforms(height: int, width: int, shift_fraction: float) -> list[tuple]:
+    """(name, forward, back) for flips, 8 replicate-padded shifts and ±90° rotations.
+
+    forward: images [B,C,H,W] -> transformed images. back: map of the transformed image [B,h,w]
+    -> (that map in the original frame, original-frame window (y0,y1,x0,x1) where it is defined).
+    Shifts follow the reference notebook: every (dx,dy) in {-d,0,+d}² but (0,0), content moved by
+    (dx,dy), the uncovered border filled by edge replication (cv2.BORDER_REPLICATE). Pixels moved
+    out of the frame have no counterpart, so comparison is restricted to the window that stayed.
+    Rotations are named by their true direction (the reference notebook's names are swapped).
+    """
+    dy_px, dx_px = round(shift_fraction * height), round(shift_fraction * width)
+    full = (0, height, 0, width)
+    out = [("hflip", lambda x: x.flip(-1), lambda m: (m.flip(-1), full)),
+           ("vflip", lambda x: x.flip(-2), lambda m: (m.flip(-2), full)),
+           ("rot90_ccw", lambda x: torch.rot90(x, 1, (-2, -1)), lambda m: (torch.rot90(m, -1, (-2, -1)), full)),
+           ("rot90_cw", lambda x: torch.rot90(x, -1, (-2, -1)), lambda m: (torch.rot90(m, 1, (-2, -1)), full))]
+    for dx in (-dx_px, 0, dx_px):
+        for dy in (-dy_px, 0, dy_px):
+            if dx or dy:
+                out.append((f"shift_x{dx:+d}_y{dy:+d}".replace("+0", "0"), *_shift(dx, dy, height, width)))
+    return out
+
+
+def _shift(dx: int, dy: int, h: int, w: int):
+    px, py = abs(dx), abs(dy)
+    y0, y1, x0, x1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
+
+    def forward(x):
+        # out[y, x] = image[y - dy, x - dx], edge-replicated outside the image
+        padded = F.pad(x, (px, px, py, py), mode="replicate")
+        return padded[..., py - dy:py - dy + h, px - dx:px - dx + w]
+
+    def back(m):
+        back_map = torch.zeros_like(m)
+        back_map[:, y0:y1, x0:x1] = m[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+        return back_map, (y0, y1, x0, x1)
+
+    return forward, back
+
+
+def compare_maps(a: torch.Tensor, b: torch.Tensor, window=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(SSIM, Spearman) of maps a[i] vs b[i] on the window (y0,y1,x0,x1), each min-max scaled there."""
+    if window is not None:
+        y0, y1, x0, x1 = window
+        a, b = a[:, y0:y1, x0:x1], b[:, y0:y1, x0:x1]
+    return ssim(minmax(a), minmax(b)), spearman(a, b)
+
+
+@register("equivariance")
+def equivariance(ctx) -> pd.DataFrame:
+    """Geometric equivariance (paper E, measure c): SSIM(T⁻¹(map(T(x))), map(x)) and Spearman.
+
+    The reference released the transformed images but not the comparison; SSIM after the
+    inverse transform is the natural reading (research/salience_measures.md §3c) and Spearman
+    rank correlation is added as a scale-free check. Setting = transform name. Also per image
+    `prediction_changed` (the reference notebook's only printed outcome).
+    """
+    s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
+    model, dev = ctx.model(ctx.seed).eval(), ctx.device
+    data, n = _test_images(ctx, "equivariance")
+    methods = ctx.cfg["explain"]["methods"]
+    clean = {m: _clean(ctx, m, n) for m in methods}
+    fns = {m: ex.get(m) for m in methods}
+    h, w = data.images.shape[1:3]
+    parts = defaultdict(list)
+    for sl in _batches(n, bs):
+        x = data.tensors(sl).to(dev)
+        with torch.no_grad():
+            z0 = model(x)
+        for name, forward, back in geometric_transforms(h, w, s["shift_fraction"]):
+            xt = forward(x)
+            with torch.no_grad():
+                z = model(xt)
+            _collect(parts, ("model", "test", "prediction_changed", name, np.nan), (z.argmax(1) != z0.argmax(1)).float())
+            for m in methods:
+                maps, window = back(_explain(fns[m], model, xt, z, clean[m][1][sl].to(dev), s["target"]))
+                sim, rho = compare_maps(maps, clean[m][0][sl].to(dev), window)
+                _collect(parts, (m, "test", "map_ssim", name, np.nan), sim)
+                _collect(parts, (m, "test", "map_spearman", name, np.nan), rho)
+    return _frame(parts)
+
+
+# ---- (d) cross-run stability -----------------------------------------------------------------
+
+@register("stability")
+def stability(ctx) -> pd.DataFrame:
+    """Cross-run stability (paper E, measure d): maps of the same image from independently trained
+    seeds, compared pairwise (every pair, as the reference's 45 pairs of 10 runs).
+
+    Per image and pair: `map_ssim` (min-max scaled maps, data_range 1) and `map_spearman`;
+    setting "seedA-seedB". The reference compared 7×7 uint8 maps (one global SSIM window); here the
+    saved maps at input resolution are compared, so the SSIM is local (7×7-pixel windows).
+    """
+    bs = ctx.cfg["explain"]["batch_size"]
+    if len(ctx.seeds) < 2:
+        print(f"stability: {ctx.variant} has {len(ctx.seeds)} seed(s); needs at least 2; skipped")
+        return pd.DataFrame()
+    parts = defaultdict(list)
+    for split in ctx.cfg["explain"]["splits"]:
+        for method in ctx.cfg["explain"]["methods"]:
+            maps = {seed: ctx.explanation(seed, method, split)["maps"] for seed in ctx.seeds}
+            for a, b in combinations(ctx.seeds, 2):
+                if maps[a].shape != maps[b].shape:
+                    raise ValueError(f"stability: {method}/{split} maps of seed {a} {maps[a].shape} and seed {b} "
+                                     f"{maps[b].shape} differ; re-explain both from the same data")
+                for sl in _batches(len(maps[a]), bs):
+                    sim, rho = compare_maps(torch.from_numpy(maps[a][sl]).float(), torch.from_numpy(maps[b][sl]).float())
+                    _collect(parts, (method, split, "map_ssim", f"{a}-{b}", np.nan), sim)
+                    _collect(parts, (method, split, "map_spearman", f"{a}-{b}", np.nan), rho)
+    return _frame(parts)
+
+
+# ---- (e) salience-guided degradation ---------------------------------------------------------
+
+def _reflect_index(n: int, r: int, device) -> torch.Tensor:
+    """Indices that pad a length-n axis by r on each side as scipy.ndimage mode 'reflect' (d c b a | a b c d)."""
+    i = torch.arange(-r, n + r, device=device).remainder(2 * n)
+    return torch.where(i >= n, 2 * n - 1 - i, i)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter of each channel of [B,C,H,W]: separable, radius
+    int(truncate·σ + 0.5), mode 'reflect'. σ <= 0 returns the images unchanged."""
+    if sigma <= 0:
+        return images
+    r = int(truncate * sigma + 0.5)
+    c, h, w = images.shape[1:]
+    t = torch.arange(-r, r + 1, device=images.device, dtype=images.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = images.index_select(3, _reflect_index(w, r, images.device))
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = x.index_select(2, _reflect_index(h, r, images.device))
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def salience_steps(maps: torch.Tensor, mode: str) -> torch.Tensor:
+    """The reference's salience level per pixel, in tenths: q = round(100·G / max G) ∈ {0..100}
+    (s = q/10 ∈ 0.0..10.0), G = the min-max scaled map smoothed by a Gaussian of σ = 5 at 224 px
+    (scaled to the image size here). `object` inverts the map first (1 − M), so the salient region
+    gets low levels and is blurred. An all-zero map (no salience) gives 0/0, taken as level 0.
+    """
+    m = minmax(maps)
+    if mode == "object":
+        m = 1 - m
+    g = gaussian_blur(m[:, None], SMOOTH_SIGMA * min(maps.shape[-2:]) / REF_SIZE)[:, 0]
+    top = g.flatten(1).max(1).values.view(-1, 1, 1)
+    return torch.where(top > 0, torch.round(100 * g / top.clamp_min(1e-30)), torch.zeros_like(g))
+
+
+def blur_sigma(level: float, scale: float) -> float:
+    """σ_blur(s) = scale · (10 − s)⁴ / 10³ (reference: 10 at s=0, 0 at s=10; `scale` = size × strength)."""
+    return scale * (BLUR_SIGMA_MAX - level) ** 4 / 10 ** 3
+
+
+def guided_blur(images: torch.Tensor, steps: dict, scale: float, levels: int) -> dict:
+    """Blur every pixel with its own σ_blur(s); `steps` maps a key to q [B,H,W] (tenths of s).
+
+    The reference blurs the whole image once per distinct s (up to 101 levels, s = 0.0..10.0) and
+    keeps each blur at the pixels of that level. Here `levels` blurs at s evenly spaced on 0..10
+    are computed once per batch and shared by every key (methods × modes); a pixel between two
+    levels takes the linear interpolation (in s) of their two blurred values. levels = 101 is the
+    reference exactly; fewer trade accuracy for time (levels unused by the batch are skipped).
+    """
+    pos = {k: q.to(images.dtype) * (levels - 1) / 100 for k, q in steps.items()}
+    out = {k: torch.zeros_like(images) for k in steps}
+    for j in range(levels):
+        weights = {k: (1 - (p - j).abs()).clamp_min(0) for k, p in pos.items()}
+        if not any(bool((wt > 0).any()) for wt in weights.values()):
+            continue
+        blurred = gaussian_blur(images, blur_sigma(10.0 * j / (levels - 1), scale))
+        for k, wt in weights.items():
+            out[k] += wt[:, None] * blurred
+    return out
+
+
+@register("degradation")
+def degradation(ctx) -> pd.DataFrame:
+    """Salience-guided degradation (paper E, measure e): blur guided by the clean map, then score.
+
+    Mode (setting) `background` blurs the non-salient region, `object` the salient one; level =
+    strength multiplier of σ_blur (σ also scaled by image size / 224, since the reference's σ is
+    in 224-px pixels). Per image: `score` (softmax probability of the clean image's explained
+    class), `accuracy` (prediction == label) and per explainer `map_ssim` (map of the degraded
+    image vs the clean map). Rows at level 0 hold the clean score and accuracy, where the curves start.
+    """
+    s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
+    model, dev = ctx.model(ctx.seed).eval(), ctx.device
+    data, n = _test_images(ctx, "degradation")
+    methods = ctx.cfg["explain"]["methods"]
+    clean = {m: _clean(ctx, m, n) for m in methods}
+    fns = {m: ex.get(m) for m in methods}
+    size_scale = min(data.images.shape[1:3]) / REF_SIZE
+    parts = defaultdict(list)
+    for sl in _batches(n, bs):
+        x = data.tensors(sl).to(dev)
+        labels = torch.from_numpy(data.labels[sl]).to(dev)
+        with torch.no_grad():
+            z0 = model(x)
+        cls = _score_class(ctx, z0, labels)
+        steps = {(m, mode): salience_steps(clean[m][0][sl].to(dev), mode) for m in methods for mode in ("background", "object")}
+        for (m, mode) in steps:
+            _collect(parts, (m, "test", "score", mode, 0.0), z0.softmax(1).gather(1, cls[:, None])[:, 0])
+            _collect(parts, (m, "test", "accuracy", mode, 0.0), (z0.argmax(1) == labels).float())
+        for strength in s["degradation_strengths"]:
+            degraded = guided_blur(x, steps, size_scale * strength, s["degradation_levels"])
+            for (m, mode), xd in degraded.items():
+                with torch.no_grad():
+                    z = model(xd)
+                _collect(parts, (m, "test", "score", mode, strength), z.softmax(1).gather(1, cls[:, None])[:, 0])
+                _collect(parts, (m, "test", "accuracy", mode, strength), (z.argmax(1) == labels).float())
+                maps = _explain(fns[m], model, xd, z, clean[m][1][sl].to(dev), s["target"])
+                _collect(parts, (m, "test", "map_ssim", mode, strength), ssim(minmax(maps), minmax(clean[m][0][sl].to(dev))))
+    return _frame(parts)

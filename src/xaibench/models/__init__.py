@@ -98,3 +98,7 @@ def load_pretrained(model: Classifier, path: str) -> None:
     missing, _ = model.trunk.load_state_dict(trunk_state, strict=False)
     if len(missing) == len(model.trunk.state_dict()):
         raise ValueError(f"{path}: no backbone weights matched this architecture")
+
+
+# LAP-extended architectures (`lap_small_cnn`, `lap_resnet18`) register themselves on import.
+from . import lap  # noqa: E402,F401

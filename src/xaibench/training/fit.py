@@ -41,11 +41,20 @@ def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
         "arch": train["arch"], "width": train["width"], "num_classes": len(meta["classes"]),
         "image_size": meta["image_size"], "dataset": meta["dataset"], "data_sha256": meta["content_sha256"],
         "variant": variant, "seed": seed,
-        "train": {k: train[k] for k in ("pretrained", "epochs", "batch_size", "lr", "weight_decay", "salience")},
+        "train": {k: train[k] for k in ("pretrained", "epochs", "batch_size", "lr", "weight_decay", "salience")
+                  + (("lap",) if variant in LAP_VARIANTS else ())},
     }
 
 
+LAP_VARIANTS = ("lap", "lap_plugin")  # LAP-extended architecture (models/lap.py); lap_plugin: training/plugin.py
+
+
 def build(mcfg: dict):
+    if mcfg["variant"] in LAP_VARIANTS:
+        lap = mcfg["train"]["lap"]
+        return create_model(f"lap_{mcfg['arch']}", mcfg["num_classes"], width=mcfg["width"],
+                            image_size=mcfg["image_size"], mode=lap["mode"], beta_init=lap["beta_init"],
+                            combine=lap["combine"])
     model = create_model(mcfg["arch"], mcfg["num_classes"], width=mcfg["width"], image_size=mcfg["image_size"])
     return model
 

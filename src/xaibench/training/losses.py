@@ -42,4 +42,63 @@ def cyborg(model, x, y, masks, cfg):
     return loss, logits
 
 
-LOSSES = {"standard": cross_entropy, "salience": cyborg}
+def _unit(a: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    flat = a.flatten(1)
+    return flat / flat.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def mask_injection(maps: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+    """GALA-style (Linsley et al. 2019): ||m/||m|| - M/||M|| ||² per attention map [B,h,w], averaged.
+
+    The mask is area-averaged to each map's resolution; unit-norm scaling makes the loss ask only
+    *where* attention is (it is 2 - 2·cos, in [0,2]). Images with an empty mask are left out.
+    """
+    has = masks.flatten(1).sum(1) > 0
+    if not has.any():
+        return masks.new_zeros(())
+    terms = []
+    for m in maps:
+        target = F.adaptive_avg_pool2d(masks[:, None], m.shape[-2:])[:, 0]
+        terms.append((_unit(m) - _unit(target)).square().sum(1))
+    return torch.stack(terms).mean(0)[has].mean()
+
+
+def mil_injection(head_scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Image-label-only MIL (research/lap.md §4): the image is a positive bag for its class and a
+    negative bag for every other class. max_p s_y -> 1 (some strongly attended region for the true
+    class), max_p s_k -> 0 for k != y (no attention anywhere for absent classes); binary cross-entropy,
+    the negatives averaged so both sides weigh the same.
+    """
+    peak = head_scores.flatten(2).amax(-1).clamp(1e-6, 1 - 1e-6)  # [B,K]
+    pos = F.one_hot(y, peak.shape[1]).to(peak.dtype)
+    bce = F.binary_cross_entropy(peak, pos, reduction="none")
+    neg = (bce * (1 - pos)).sum(1) / max(peak.shape[1] - 1, 1)
+    return ((bce * pos).sum(1) + neg).mean()
+
+
+def lap(model, x, y, masks, cfg):
+    """LAP variant: CE + injection_weight · knowledge-injection term on the model's own attention maps.
+
+    `mask`: mask_injection on every LAP layer's map and on the head's map of the true class (needs
+    masks); `mil`: mil_injection on the head's class maps (image labels only); `none`: CE alone.
+    """
+    opts = cfg["lap"]
+    if not hasattr(model, "lap_layers"):
+        raise ValueError("the lap loss needs a LAP-extended model (variant lap or lap_plugin)")
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    if opts["injection"] == "none" or opts["injection_weight"] == 0:
+        return loss, logits
+    head = model.head.last_scores
+    if opts["injection"] == "mask":
+        if masks is None:
+            raise ValueError("train.lap.injection: mask needs masks, and this dataset has none (use mil or none)")
+        maps = [m[:, 0] for m in (layer.last_scores for layer in model.lap_layers())]
+        maps.append(head[torch.arange(len(y), device=y.device), y])
+        extra = mask_injection(maps, masks)
+    else:
+        extra = mil_injection(head, y)
+    return loss + opts["injection_weight"] * extra, logits
+
+
+LOSSES = {"standard": cross_entropy, "salience": cyborg, "lap": lap, "lap_plugin": lap}

@@ -1,0 +1,30 @@
+# xaibench: train CNN classifiers several ways, explain them, score the explanations.
+# The one DAG of the suite. Settings: params.yaml (+ --configfile presets/*.yaml).
+# Run everything:        snakemake --cores all
+# One phase:             snakemake --cores all prepare|train|explain|measure|figures
+# Report:                snakemake --report results/report.html
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+report: "report/workflow.rst"
+
+
+# Used only with --sdm conda; the default is the environment Snakemake runs in (make reproduce builds it).
+conda: "envs/environment.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/pipeline.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        figure_files(),
+        "results/summary.json",

@@ -1,0 +1,167 @@
+# prepare -> train -> explain -> measure -> aggregate -> figures. Each rule is one `xaibench` call
+# with every setting it uses in `params` (so Snakemake reruns it when one changes).
+
+
+rule prepare_dataset:
+    output:
+        directory("data/prepared/{dataset}"),
+    params:
+        settings=prepare_settings,
+    log:
+        "results/logs/prepare/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare/{dataset}.tsv"
+    shell:
+        "xaibench prepare --dataset {wildcards.dataset} --config {params.settings:q} > {log} 2>&1"
+
+
+rule train_model:
+    input:
+        data="data/prepared/{dataset}",
+    output:
+        model="results/models/{dataset}/{variant}/seed{seed}/model.pt",
+        history="results/models/{dataset}/{variant}/seed{seed}/history.csv",
+        summary="results/models/{dataset}/{variant}/seed{seed}/summary.json",
+    params:
+        settings=as_json(device=config["device"], train=without("train", "variants", "seeds")),
+    threads: config["train"]["threads"]
+    resources:
+        gpu=0,
+    log:
+        "results/logs/train/{dataset}/{variant}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{dataset}/{variant}/seed{seed}.tsv"
+    shell:
+        "xaibench train --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --config {params.settings:q} > {log} 2>&1"
+
+
+rule explain_model:
+    input:
+        data="data/prepared/{dataset}",
+        model="results/models/{dataset}/{variant}/seed{seed}/model.pt",
+    output:
+        "results/explanations/{dataset}/{variant}/seed{seed}/{method}/{split}.npz",
+    params:
+        settings=as_json(device=config["device"], explain=without("explain", "methods", "splits")),
+    log:
+        "results/logs/explain/{dataset}/{variant}/seed{seed}/{method}/{split}.log",
+    benchmark:
+        "results/benchmarks/explain/{dataset}/{variant}/seed{seed}/{method}/{split}.tsv"
+    shell:
+        "xaibench explain --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --method {wildcards.method} --split {wildcards.split} --config {params.settings:q} > {log} 2>&1"
+
+
+rule measure_model:
+    input:
+        measure_inputs,
+    output:
+        "results/metrics/{dataset}/{family}/{variant}/seed{seed}.parquet",
+    wildcard_constraints:
+        family="|".join(scoped("model")),
+    params:
+        settings=measure_settings,
+    log:
+        "results/logs/measure/{dataset}/{family}/{variant}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/measure/{dataset}/{family}/{variant}/seed{seed}.tsv"
+    shell:
+        "xaibench measure --dataset {wildcards.dataset} --family {wildcards.family} --variant {wildcards.variant}"
+        " --seed {wildcards.seed} --config {params.settings:q} > {log} 2>&1"
+
+
+rule measure_variant:
+    input:
+        measure_inputs,
+    output:
+        "results/metrics/{dataset}/{family}/{variant}/seeds.parquet",
+    wildcard_constraints:
+        family="|".join(scoped("variant")),
+    params:
+        settings=measure_settings,
+    log:
+        "results/logs/measure/{dataset}/{family}/{variant}/seeds.log",
+    benchmark:
+        "results/benchmarks/measure/{dataset}/{family}/{variant}/seeds.tsv"
+    shell:
+        "xaibench measure --dataset {wildcards.dataset} --family {wildcards.family} --variant {wildcards.variant}"
+        " --config {params.settings:q} > {log} 2>&1"
+
+
+rule aggregate:
+    input:
+        family_units,
+    output:
+        table="results/metrics/{dataset}/{family}.csv",
+        rows="results/metrics/{dataset}/{family}.parquet",
+    log:
+        "results/logs/aggregate/{dataset}/{family}.log",
+    benchmark:
+        "results/benchmarks/aggregate/{dataset}/{family}.tsv"
+    shell:
+        "xaibench aggregate --dataset {wildcards.dataset} --family {wildcards.family} {input:q} > {log} 2>&1"
+
+
+rule summary:
+    input:
+        metric_tables(),
+    output:
+        "results/summary.json",
+    params:
+        settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES}),
+    log:
+        "results/logs/summary.log",
+    benchmark:
+        "results/benchmarks/summary.tsv"
+    shell:
+        "xaibench summary --config {params.settings:q} --out {output:q} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        figure_inputs,
+    output:
+        png=report(
+            "results/figures/{dataset}/{figure}.png",
+            caption="../report/figure.rst",
+            category="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "{figure}"},
+        ),
+        other=expand("results/figures/{{dataset}}/{{figure}}.{ext}", ext=FORMATS[1:]),
+    params:
+        settings=figure_settings,
+        caption=lambda wildcards: catalog.FIGURES[wildcards.figure]["caption"],
+    log:
+        "results/logs/figures/{dataset}/{figure}.log",
+    benchmark:
+        "results/benchmarks/figures/{dataset}/{figure}.tsv"
+    shell:
+        "xaibench figures --dataset {wildcards.dataset} --only {wildcards.figure} --config {params.settings:q} > {log} 2>&1"
+
+
+# Phase targets (what dvc.yaml's stages call).
+rule prepare:
+    input:
+        expand("data/prepared/{dataset}", dataset=DATASETS),
+
+
+rule train:
+    input:
+        model_files(),
+
+
+rule explain:
+    input:
+        explanation_files(),
+
+
+rule measure:
+    input:
+        metric_tables(),
+        "results/summary.json",
+
+
+rule figures:
+    input:
+        figure_files(),

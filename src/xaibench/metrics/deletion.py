@@ -1,0 +1,115 @@
+"""`deletion`: faithfulness by deletion (Petsiuk et al. 2018's protocol; the test paper C's
+"faithful-to-the-model" claim implies, research/lap.md §5).
+
+Pixels are removed most-relevant first, at the configured fractions (the clean image is the
+first point). A removed pixel takes the value of a baseline image: the image's own mean colour
+(default: no new edges or colours, but a uniform patch) or its Gaussian blur (keeps low
+frequencies, so it removes less information). Per image and fraction we record the probability
+of the explained class (the explanation's target) and whether the prediction still equals the
+label; `deletion_auc` is the trapezoid area under the probability curve divided by the fraction
+range (so it lies in [0,1]): lower = the map found what the model actually uses.
+`deletion_auc_accuracy` is the same area under the 0/1 accuracy curve.
+
+Ties in a map (common: ReLU'd CAMs are flat zero outside the object) are broken by a seeded random
+order, so a flat region is removed in random order rather than top-left first.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import register, rows
+
+
+def removal_rank(maps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[B,H,W] -> [B,H,W] rank of each pixel in removal order (0 = most relevant), random tie-break."""
+    b = maps.shape[0]
+    flat = maps.flatten(1).float()
+    p = flat.shape[1]
+    perm = torch.rand(b, p, generator=generator).argsort(1).to(flat.device)
+    order = perm.gather(1, flat.gather(1, perm).argsort(1, descending=True, stable=True))
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(p, device=flat.device).expand(b, p).contiguous())
+    return rank.view_as(maps)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [B,C,H,W] with replicate padding (any sigma, any image size)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).view(1, 1, -1)
+    c = x.shape[1]
+    y = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def baseline_images(images: torch.Tensor, kind: str, blur_sigma: float = 0.1) -> torch.Tensor:
+    if kind == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+    if kind == "blur":
+        return gaussian_blur(images, blur_sigma * max(images.shape[-2:]))
+    raise ValueError(f"deletion baseline must be mean or blur, got {kind!r}")
+
+
+@torch.no_grad()
+def deletion_curves(model, images, maps, targets, labels, fractions, baseline: str = "mean", blur_sigma: float = 0.1,
+                    generator: torch.Generator | None = None, chunk: int = 256):
+    """Probability of `targets` and correctness w.r.t. `labels` after deleting each fraction.
+
+    Returns (levels [F] with 0 first, probability [B,F], correct [B,F]). All fractions of a batch
+    are built at once and run through the model in chunks of `chunk` images.
+    """
+    levels = torch.tensor([0.0] + [float(f) for f in fractions], device=images.device)
+    b, _, h, w = images.shape
+    rank = removal_rank(maps.to(images.device), generator)
+    counts = torch.round(levels * h * w)
+    removed = rank[:, None, None] < counts.view(1, -1, 1, 1, 1)                     # [B,F,1,H,W]
+    base = baseline_images(images, baseline, blur_sigma)
+    batch = torch.where(removed, base[:, None], images[:, None]).flatten(0, 1)      # [B*F,3,H,W]
+    logits = torch.cat([model(batch[i:i + chunk]) for i in range(0, len(batch), chunk)]).float()
+    probs = logits.softmax(1).view(b, len(levels), -1)
+    prob = probs.gather(2, targets.view(b, 1, 1).expand(b, len(levels), 1))[..., 0]
+    correct = (probs.argmax(2) == labels.view(b, 1)).float()
+    return levels, prob, correct
+
+
+def curve_auc(curve: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Trapezoid area of [B,F] curves over `levels`, divided by the level range (a mean height)."""
+    return torch.trapezoid(curve, levels.to(curve), dim=1) / (levels[-1] - levels[0]).clamp_min(1e-12)
+
+
+@register("deletion")
+def deletion(ctx) -> pd.DataFrame:
+    dcfg, bs = ctx.cfg["metrics"]["deletion"], ctx.cfg["explain"]["batch_size"]
+    fractions = sorted(dcfg["fractions"])
+    model = ctx.model(ctx.seed).eval()
+    out = []
+    for split in ctx.cfg["explain"]["splits"]:
+        data = ctx.split(split)
+        for method in ctx.cfg["explain"]["methods"]:
+            exp = ctx.explanation(ctx.seed, method, split)
+            gen = torch.Generator().manual_seed(ctx.seed)
+            probs, hits = [], []
+            for i in range(0, len(data), bs):
+                x = data.tensors(slice(i, i + bs)).to(ctx.device)
+                maps = torch.from_numpy(exp["maps"][i:i + bs]).float()
+                t = torch.from_numpy(exp["targets"][i:i + bs]).to(ctx.device)
+                y = torch.from_numpy(data.labels[i:i + bs]).to(ctx.device)
+                levels, p, c = deletion_curves(model, x, maps, t, y, fractions, dcfg["baseline"], dcfg["blur_sigma"],
+                                               gen, chunk=bs)
+                probs.append(p.cpu())
+                hits.append(c.cpu())
+            prob, hit, levels = torch.cat(probs), torch.cat(hits), levels.cpu()
+            setting = ""  # one baseline per run (metrics.deletion.baseline), so it is a setting of the run
+            for j, level in enumerate(levels.tolist()):
+                out.append(rows(method, split, "target_probability", prob[:, j].numpy(), setting, level))
+                out.append(rows(method, split, "accuracy", hit[:, j].numpy(), setting, level))
+            out.append(rows(method, split, "deletion_auc", curve_auc(prob, levels).numpy(), setting))
+            out.append(rows(method, split, "deletion_auc_accuracy", curve_auc(hit, levels).numpy(), setting))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()

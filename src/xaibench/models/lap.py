@@ -1,0 +1,270 @@
+"""LAP, Local Attention Pooling (Ghavami Modegh et al. 2022, arXiv 2201.11808) — as read here.
+
+The paper's equations were not available (research/lap.md §0); everything below is a reading,
+named as such in docs/lap.md:
+
+* `LAPPool2d` replaces a k×k/stride-s pooling layer. Default mode `softmax` (research/lap.md §7):
+  a score network (conv → BatchNorm → sigmoid) gives one spatial score map s ∈ [0,1] shared by all
+  channels; inside each window the weights are softmax(β·s) and the output is Σ w_i x_i. β=0 is
+  average pooling, β→∞ picks the element with the highest score. Mode `v1` is the third-party
+  TF reading of paper v1 (§3.2): per channel, w_i ∝ exp(−β (max_window x − x_i)²) with β playing
+  α², *renormalised* (the TF code is not, so its large-α limit is max/K) and computed per channel
+  on aligned windows (the TF variant A mixes channels when C > 1).
+* `LAPHead` replaces global average pooling with class-specific attention pooling.
+* `lapify` turns any `Classifier` of this package into a `LAPClassifier`, for training from
+  scratch (variant `lap`) and for plugging LAP into an already-trained model (variant `lap_plugin`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+from . import Classifier, MODELS, register
+
+MODES = ("softmax", "v1")
+
+
+def _nonneg(raw: torch.Tensor) -> torch.Tensor:
+    """max(raw, 0) in value, identity in gradient (straight-through clamp).
+
+    Why not softplus/exp: they cannot hold β=0 exactly (average pooling, the plug-in initialisation),
+    and relu/abs/square have zero gradient at 0, so β would never leave it.
+    """
+    return raw + (raw.clamp_min(0) - raw).detach()
+
+
+class LAPPool2d(nn.Module):
+    """Attention pooling over k×k windows; drop-in for MaxPool2d/AvgPool2d with the same geometry.
+
+    Padded positions get zero weight (so β=0 equals AvgPool2d(count_include_pad=False)).
+    After each forward, `last_scores` [B,1,H,W] (at the layer's input resolution) holds what the
+    model explains itself with: the score map s in mode `softmax`; in mode `v1` (no score network)
+    the channel-mean window weight each position received, in [0,1].
+    """
+
+    def __init__(self, channels: int, kernel_size=2, stride=None, padding=0, mode: str = "softmax",
+                 beta_init: float = 12.0, score_kernel: int = 3):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"LAP mode must be one of {MODES}, got {mode!r}")
+        self.kernel_size, self.padding = _pair(kernel_size), _pair(padding)
+        self.stride = _pair(stride if stride is not None else kernel_size)
+        self.mode, self.channels = mode, channels
+        self.score = None
+        if mode == "softmax":
+            self.score = nn.Sequential(nn.Conv2d(channels, 1, score_kernel, padding=score_kernel // 2),
+                                       nn.BatchNorm2d(1), nn.Sigmoid())
+        self.beta_raw = nn.Parameter(torch.tensor(float(beta_init)))
+        self.last_scores: torch.Tensor | None = None
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return _nonneg(self.beta_raw)
+
+    def extra_repr(self) -> str:
+        return (f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"mode={self.mode}")
+
+    def _unfold(self, t: torch.Tensor) -> torch.Tensor:
+        """[B,C,H,W] -> [B,C,K,L]: the K elements of each of the L windows."""
+        b, c = t.shape[:2]
+        return F.unfold(t, self.kernel_size, padding=self.padding, stride=self.stride).view(b, c, -1, self._windows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        self._windows = oh * ow
+        cols = self._unfold(x)                                                    # [B,C,K,L]
+        valid = self._unfold(x.new_ones(1, 1, h, w)) > 0                          # [1,1,K,L]
+        beta = self.beta
+        if self.mode == "softmax":
+            s = self.score(x)                                                     # [B,1,H,W]
+            logits = beta * self._unfold(s)                                       # [B,1,K,L]
+        else:
+            top = cols.masked_fill(~valid, float("-inf")).amax(2, keepdim=True)  # window max per channel
+            logits = -beta * (top - cols).square()                                # [B,C,K,L]
+        weights = logits.masked_fill(~valid, float("-inf")).softmax(2)
+        out = (weights * cols).sum(2).view(b, c, oh, ow)
+        if self.mode == "softmax":
+            self.last_scores = s
+        else:
+            share = F.fold(weights.mean(1), (h, w), self.kernel_size, padding=self.padding, stride=self.stride)
+            cover = F.fold(valid.float()[0], (h, w), self.kernel_size, padding=self.padding, stride=self.stride)
+            self.last_scores = share / cover.clamp_min(1)
+        return out
+
+
+class LAPHead(nn.Module):
+    """Class-specific attention pooling in place of global average pooling.
+
+    Choice (a reading; the paper's global variant is unknown): one score map per class,
+    s_k = sigmoid(BN(1×1 conv(f)))_k ∈ [0,1]^{h×w}, attention a_k = softmax over positions of β·s_k,
+    and logit_k = Σ_p a_k(p) · (W_k·f(p)) + b_k, i.e. class k's CAM averaged under class k's own
+    attention. Why per-class maps rather than class weights over one shared map: the map that
+    explains class k is then exactly the one that pooled class k's evidence, and it differs by class.
+    β=0 gives uniform attention, i.e. exactly GAP + the linear layer `fc`.
+    """
+
+    def __init__(self, channels: int, num_classes: int, beta_init: float = 0.0):
+        super().__init__()
+        self.score = nn.Sequential(nn.Conv2d(channels, num_classes, 1), nn.BatchNorm2d(num_classes), nn.Sigmoid())
+        self.beta_raw = nn.Parameter(torch.tensor(float(beta_init)))
+        self.last_scores: torch.Tensor | None = None
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return _nonneg(self.beta_raw)
+
+    def forward(self, f: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
+        s = self.score(f)                                                        # [B,K,h,w]
+        self.last_scores = s
+        attn = (self.beta * s.flatten(2)).softmax(-1)                             # [B,K,P]
+        cams = torch.einsum("bcp,kc->bkp", f.flatten(2), fc.weight)               # [B,K,P]
+        return (attn * cams).sum(-1) + fc.bias
+
+
+class LAPClassifier(Classifier):
+    """A Classifier whose pooling layers are LAP layers and whose GAP is a `LAPHead`.
+
+    Same interface: `features(x)` is the last conv block, `classify(f)` the logits (through the
+    head, with the same `fc` so CAM/Grad-CAM still apply). `attention(x)` returns the maps the
+    model explains itself with.
+    """
+
+    def __init__(self, trunk: nn.Module, channels: int, num_classes: int, head_beta: float = 0.0,
+                 combine: str = "product"):
+        super().__init__(trunk, channels, num_classes)
+        self.head = LAPHead(channels, num_classes, head_beta)
+        self.combine = combine  # how the `lap` explainer combines layer maps (explain/lap.py)
+
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(f, self.fc)
+
+    def lap_layers(self) -> list[LAPPool2d]:
+        return [m for m in self.trunk.modules() if isinstance(m, LAPPool2d)]
+
+    def attention(self, x: torch.Tensor):
+        """(per-layer maps [B,1,h_l,w_l] in forward order, head maps [B,K,h,w], logits) for one batch."""
+        logits = self(x)
+        return [m.last_scores for m in self.lap_layers()], self.head.last_scores, logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Turning a Classifier into a LAP-extended one
+
+
+def _pooled_block_class(cls):
+    """Subclass of a residual block type that pools its input with `self.lap` first (LIP's placement)."""
+    if cls not in _POOLED:
+        def forward(self, x, _base=cls.forward):
+            return _base(self, self.lap(x))
+        _POOLED[cls] = type(f"LAP{cls.__name__}", (cls,), {"forward": forward})
+    return _POOLED[cls]
+
+
+_POOLED: dict[type, type] = {}
+
+
+def _match_max_(pool: LAPPool2d, beta: float) -> None:
+    """Initialise a LAP layer to approximate the max-pool it replaces.
+
+    `v1`: β large makes the weights one-hot on each channel's window maximum, i.e. max pooling.
+    `softmax`: one score map cannot pick a different position per channel, so the score network
+    starts as the channel mean (centre tap 1/C) and β large picks the position with the highest
+    mean activation; `calibrate_scores` then standardises the score's BatchNorm on real data.
+    """
+    with torch.no_grad():
+        pool.beta_raw.fill_(beta)
+        if pool.score is not None:
+            conv = pool.score[0]
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[:, :, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = 1.0 / pool.channels
+            pool.score[1].reset_parameters()
+            pool._needs_calibration = True
+
+
+def lapify(model: Classifier, mode: str = "softmax", beta_init: float = 12.0, init: str = "scratch",
+           match_beta: float = 50.0, combine: str = "product") -> LAPClassifier:
+    """Replace the pooling of `model` by LAP layers and its GAP by a `LAPHead` (in place on the trunk).
+
+    Replaced: every MaxPool2d/AvgPool2d (same kernel, stride, padding), and, as LIP does for ResNets,
+    every residual block with a stride-2 conv: its convs become stride 1 and the block's input is
+    LAP-pooled 3×3/2 first (one LAP layer per block, feeding both the main path and the shortcut).
+    `init`: `scratch` — every LAP layer and the head start at β=beta_init (training from scratch);
+    `match` — behave like what they replace: β=0 (exact average) for AvgPool2d, GAP and strided
+    blocks (not exact there: strided sampling is not a pooling), `_match_max_` for MaxPool2d;
+    `average` — β=0 everywhere.
+    """
+    if init not in ("scratch", "match", "average"):
+        raise ValueError(f"LAP init must be scratch, match or average, got {init!r}")
+    trunk = model.trunk
+
+    def make(channels, k, s, p, kind):
+        beta = beta_init if init == "scratch" else 0.0
+        pool = LAPPool2d(channels, k, s, p, mode=mode, beta_init=beta)
+        if init == "match" and kind == "max":
+            _match_max_(pool, match_beta)
+        return pool
+
+    channels = 3
+    for parent in list(trunk.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d):
+                channels = child.out_channels
+            elif isinstance(child, (nn.MaxPool2d, nn.AvgPool2d)):
+                if getattr(child, "ceil_mode", False) or getattr(child, "dilation", 1) not in (1, (1, 1)):
+                    raise ValueError(f"cannot replace {child}: ceil_mode/dilation are not supported by LAPPool2d")
+                kind = "max" if isinstance(child, nn.MaxPool2d) else "avg"
+                setattr(parent, name, make(channels, child.kernel_size, child.stride, child.padding, kind))
+            elif hasattr(child, "downsample") and hasattr(child, "conv1"):  # torchvision residual block
+                strided = [m for m in child.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
+                if strided:
+                    for conv in strided:
+                        conv.stride = (1, 1)
+                    child.__class__ = _pooled_block_class(type(child))
+                    child.lap = make(child.conv1.in_channels, 3, 2, 1, "strided")
+    out = LAPClassifier(trunk, model.fc.in_features, model.fc.out_features,
+                        head_beta=beta_init if init == "scratch" else 0.0, combine=combine)
+    out.fc.load_state_dict(model.fc.state_dict())
+    return out
+
+
+@torch.no_grad()
+def calibrate_scores(model: LAPClassifier, x: torch.Tensor) -> None:
+    """Set the score BatchNorm of every `match`-initialised softmax LAP layer to standardise its input.
+
+    Why: the channel mean is positive and narrow-ranged; without this, sigmoid squashes it to nearly
+    equal scores and even a large β barely prefers the most active position. Layers are calibrated
+    in forward order (each hook runs before its layer), so later layers see calibrated earlier ones.
+    """
+    def hook(mod, args):
+        if getattr(mod, "_needs_calibration", False):
+            z = mod.score[0](args[0])
+            mod.score[1].running_mean.fill_(float(z.mean()))
+            mod.score[1].running_var.fill_(float(z.var()))
+            mod._needs_calibration = False
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.lap_layers()]
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+def _lap_factory(base: str):
+    def factory(num_classes: int, mode: str = "softmax", beta_init: float = 12.0, combine: str = "product", **kw):
+        return lapify(MODELS[base](num_classes=num_classes, **kw), mode=mode, beta_init=beta_init, combine=combine)
+    factory.__doc__ = f"`{base}` with LAP pooling layers and a LAP head (see `lapify`)."
+    return factory
+
+
+for _base in ("small_cnn", "resnet18"):
+    register(f"lap_{_base}")(_lap_factory(_base))

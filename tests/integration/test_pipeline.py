@@ -1,0 +1,104 @@
+"""The real Snakemake pipeline on the smoke preset: outputs, tidy tables, no-op rerun, figures only."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from xaibench import catalog, config
+from xaibench.metrics import COLUMNS
+
+from .conftest import copy_workflow, jobs_of, run
+
+pytestmark = pytest.mark.integration
+
+
+def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
+    root, out = smoke_run
+    cfg = config.load(root / "params.yaml")
+    for variant in cfg["train"]["variants"]:
+        for seed in cfg["train"]["seeds"]:
+            for name in ("model.pt", "history.csv", "summary.json"):
+                assert (root / f"results/models/shapes/{variant}/seed{seed}/{name}").is_file()
+            for method in cfg["explain"]["methods"]:
+                assert (root / f"results/explanations/shapes/{variant}/seed{seed}/{method}/test.npz").is_file()
+    for family in cfg["metrics"]["families"]:
+        table = pd.read_csv(root / f"results/metrics/shapes/{family}.csv")
+        assert list(table.columns) == COLUMNS, family
+        assert len(table) > 0 and table.value.notna().any()
+        assert set(table.variant) == set(cfg["train"]["variants"])
+    figures = list((root / "results/figures/shapes").glob("*.png"))
+    assert len(figures) >= 4 and all(Image.open(f).size[0] > 300 for f in figures)
+    assert (root / "results/summary.json").is_file()
+    assert list((root / "results/benchmarks/train").rglob("*.tsv"))  # Snakemake's per-job time and memory
+
+
+def test_noop_rerun_has_nothing_to_do(smoke_run):
+    root, _ = smoke_run
+    out = run(["snakemake", "-n"], root)
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_figures_target_redraws_without_training(smoke_run):
+    root, _ = smoke_run
+    shutil.rmtree(root / "results/figures")
+    out = run(["snakemake", "--cores", "2", "figures"], root)
+    jobs = jobs_of(out.stdout + out.stderr)
+    assert set(jobs) == {"figure", "figures"}, jobs
+    assert (root / "results/figures/shapes/accuracy.png").is_file()
+
+
+def test_report_builds(smoke_run):
+    root, _ = smoke_run
+    run(["snakemake", "--report", "results/report.html"], root)
+    html = (root / "results/report.html").read_text(errors="ignore")
+    assert catalog.FIGURES["accuracy"]["caption"][:40] in html
+
+
+def test_changed_setting_reruns_only_what_depends_on_it(smoke_run, tmp_path):
+    root, _ = smoke_run
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["figures"]["dpi"] = 72
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    out = run(["snakemake", "-n", "--configfile", str(tmp_path / "p.yaml")], root)
+    assert set(jobs_of(out.stdout + out.stderr)) == {"figure", "all"}  # no train, explain or measure job
+
+
+def test_bad_settings_fail_at_parse_time_naming_the_key(tmp_path):
+    root = copy_workflow(tmp_path / "wf")
+    (tmp_path / "bad.yaml").write_text("train:\n  epochs: -1\n")
+    out = run(["snakemake", "-n", "--configfile", str(tmp_path / "bad.yaml")], root, check=False)
+    assert out.returncode != 0
+    assert "train.epochs" in out.stderr + out.stdout
+
+
+def test_slurm_profile_lists_the_same_jobs_with_gpu_for_training(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    root = copy_workflow(tmp_path / "wf")
+    local = run(["snakemake", "-n", "--cores", "2"], root)
+    slurm = run(["snakemake", "-n", "--profile", "profiles/slurm"], root)
+    assert jobs_of(slurm.stdout + slurm.stderr) == jobs_of(local.stdout + local.stderr)
+    train_blocks = [b for b in (slurm.stdout + slurm.stderr).split("\n\n") if "rule train_model" in b]
+    assert train_blocks and all("gpu=1" in b for b in train_blocks)
+
+
+def test_paper_preset_dry_runs_on_a_folder_dataset(tmp_path):
+    rng = __import__("numpy").random.default_rng(0)
+    for cls in ("real", "synthetic"):
+        for i in range(6):
+            for tree in ("images", "masks"):
+                d = tmp_path / "raw" / tree / cls
+                d.mkdir(parents=True, exist_ok=True)
+                shape = (40, 40, 3) if tree == "images" else (40, 40)
+                Image.fromarray(rng.integers(0, 255, shape, dtype="uint8")).save(d / f"{i}.png")
+    root = copy_workflow(tmp_path / "wf", preset="presets/paper.yaml")
+    override = tmp_path / "data.yaml"
+    override.write_text(yaml.safe_dump({"data": {"folder": {"root": str(tmp_path / "raw/images"),
+                                                            "masks": str(tmp_path / "raw/masks")}}}))
+    out = run(["snakemake", "-n", "--configfile", str(override)], root)
+    jobs = jobs_of(out.stdout + out.stderr)
+    cfg = config.load(root / "params.yaml")
+    assert jobs["train_model"] == len(cfg["train"]["variants"]) * len(cfg["train"]["seeds"]) >= 20

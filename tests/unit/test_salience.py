@@ -1,0 +1,256 @@
+"""Paper E measures b-e: SSIM/Spearman against scikit-image/SciPy, and analytic cases of each family."""
+import copy
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from scipy import ndimage
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
+
+from xaibench import catalog, config, explain, metrics, paths
+from xaibench.data import prepare, read_split
+from xaibench.metrics import salience as sal
+from xaibench.metrics.similarity import minmax, spearman, ssim
+from xaibench.training.fit import load_model, train
+
+
+# ---- similarity ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(8, 8), (64, 64), (7, 12), (23, 16)])
+def test_ssim_matches_skimage(shape):
+    rng = np.random.default_rng(sum(shape))
+    a = rng.random((4, *shape))
+    b = np.clip(a + rng.normal(0, 0.3, a.shape), 0, 1)
+    b[0] = a[0]  # identical pair
+    b[1] = rng.random(shape)  # unrelated pair
+    ours = ssim(torch.from_numpy(a).float(), torch.from_numpy(b).float(), data_range=1.0).numpy()
+    ref = [structural_similarity(x, y, data_range=1.0) for x, y in zip(a, b)]
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert ours[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_spearman_matches_scipy_including_ties():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 4, (5, 9, 9)).astype(np.float32)  # heavy ties
+    b = rng.integers(0, 6, (5, 9, 9)).astype(np.float32)
+    b[0] = a[0] * 2 + 1  # monotone transform -> 1
+    b[1] = -a[1]  # reversed -> -1
+    ours = spearman(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    ref = [spearmanr(x.ravel(), y.ravel())[0] for x, y in zip(a, b)]
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    assert ours[0] == pytest.approx(1.0) and ours[1] == pytest.approx(-1.0)
+    # a constant map has no ranking: NaN, as SciPy
+    assert np.isnan(spearman(torch.ones(1, 4, 4), torch.rand(1, 4, 4)).item())
+
+
+def test_minmax_constant_map_is_zero():
+    out = minmax(torch.stack([torch.full((3, 3), 7.0), torch.arange(9.0).view(3, 3)]))
+    assert (out[0] == 0).all() and out[1].min() == 0 and out[1].max() == 1
+
+
+# ---- transforms, noise and blur as functions ---------------------------------------------------
+
+def test_shifts_match_reference_crops_and_invert():
+    """Reference notebook: pad by d with edge replication, crop x{a}_y{b} at rows d-b, cols d-a."""
+    h = w = 32
+    img = torch.rand(1, 3, h, w)
+    padded = np.pad(img[0].numpy(), ((0, 0), (8, 8), (8, 8)), mode="edge")
+    shifts = [t for t in sal.geometric_transforms(h, w, 0.25) if t[0].startswith("shift")]
+    assert len(shifts) == 8
+    for name, forward, back in shifts:
+        a, b = (int(v) for v in name[len("shift_x"):].split("_y"))
+        np.testing.assert_array_equal(forward(img)[0].numpy(), padded[:, 8 - b:8 - b + h, 8 - a:8 - a + w], err_msg=name)
+        m = img[:, 0]
+        restored, (y0, y1, x0, x1) = back(forward(m[:, None])[:, 0])
+        assert (y1 - y0) * (x1 - x0) == (h - 8 * abs(np.sign(b))) * (w - 8 * abs(np.sign(a)))
+        torch.testing.assert_close(restored[:, y0:y1, x0:x1], m[:, y0:y1, x0:x1], rtol=0, atol=0)
+
+
+def test_salt_and_pepper_statistics_and_nesting():
+    x = torch.full((4, 3, 32, 32), 0.5)
+    u = torch.rand((4, 2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sal.salt_and_pepper(x, 0.0, u), x)
+    noisy = sal.salt_and_pepper(x, 0.3, u)
+    changed = noisy != 0.5
+    assert changed.float().mean().item() == pytest.approx(0.3, abs=0.02)
+    assert (noisy[changed] == 1).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    # per array element: channels of one pixel are noised independently (coloured noise)
+    assert (changed.any(1) & ~changed.all(1)).any()
+    assert (changed <= (sal.salt_and_pepper(x, 0.6, u) != 0.5)).all()  # nested amounts
+    assert not (sal.salt_and_pepper(x, 1.0, u) == 0.5).any()
+
+
+@pytest.mark.parametrize("sigma", [0.4, 1.3, 3.0, 10.0])
+def test_gaussian_blur_matches_scipy(sigma):
+    x = torch.rand(2, 3, 16, 20, dtype=torch.float64)
+    ref = ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma))  # mode reflect, truncate 4
+    np.testing.assert_allclose(sal.gaussian_blur(x, sigma).numpy(), ref, atol=1e-10)
+
+
+def _reference_degradation(image: np.ndarray, q: np.ndarray, scale: float) -> np.ndarray:
+    """The reference loop: one full-image blur per distinct level, kept at that level's pixels."""
+    out = np.empty_like(image)
+    for level in np.unique(q):
+        sigma = scale * (10 - level / 10) ** 4 / 1000
+        blurred = ndimage.gaussian_filter(image, sigma=(0, sigma, sigma)) if sigma > 0 else image
+        out[:, q == level] = blurred[:, q == level]
+    return out
+
+
+def test_guided_blur_with_101_levels_is_the_reference():
+    rng = np.random.default_rng(5)
+    images = torch.from_numpy(rng.random((2, 3, 24, 24)))
+    maps = torch.from_numpy(rng.random((2, 6, 6))).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    q = sal.salience_steps(maps, "background")
+    assert q.min() >= 0 and q.max() == 100 and torch.equal(q, q.round())
+    ours = sal.guided_blur(images, {"k": q}, 0.5, levels=101)["k"].numpy()
+    for i in range(2):
+        np.testing.assert_allclose(ours[i], _reference_degradation(images[i].numpy(), q[i].numpy(), 0.5), atol=1e-9)
+    coarse = sal.guided_blur(images, {"k": q}, 0.5, levels=11)["k"].numpy()
+    assert 0 < np.abs(coarse - ours).mean() < 0.05  # an approximation, and a close one
+
+
+def test_degradation_of_all_equal_salience_is_a_plain_blur():
+    """A map with no preference: background mode blurs everything with the largest σ; object mode
+    (inverted map, all salient-free) blurs nothing; a uniform level gives that level's plain blur."""
+    x = torch.rand(3, 3, 32, 32, dtype=torch.float64)
+    flat = torch.full((3, 32, 32), 0.7, dtype=torch.float64)
+    scale = 32 / 224 * 2.0
+    q = {mode: sal.salience_steps(flat, mode) for mode in ("background", "object")}
+    out = sal.guided_blur(x, q, scale, levels=21)
+    ref = ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, 10 * scale, 10 * scale))
+    np.testing.assert_allclose(out["background"].numpy(), ref, atol=1e-10)
+    torch.testing.assert_close(out["object"], x)
+    half = sal.guided_blur(x, {"k": torch.full((3, 32, 32), 50.0, dtype=torch.float64)}, scale, levels=21)["k"]
+    ref = ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, 0.625 * scale, 0.625 * scale))
+    np.testing.assert_allclose(half.numpy(), ref, atol=1e-10)
+
+
+# ---- the families on a tiny real project --------------------------------------------------------
+
+def pixel_mean(model, images, targets):
+    """An equivariant explainer: the map is a fixed per-pixel function of the image."""
+    return images.mean(1)
+
+
+def off_centre_bump(model, images, targets):
+    """A non-equivariant explainer: the same off-centre bump whatever the image."""
+    h, w = images.shape[-2:]
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    bump = torch.exp(-((y - 0.3 * h) ** 2 + (x - 0.2 * w) ** 2) / (2 * (0.2 * h) ** 2))
+    return bump.expand(len(images), h, w).clone()
+
+
+TEST_EXPLAINERS = {"pixel_mean": pixel_mean, "off_centre_bump": off_centre_bump}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """Tiny prepared data, two trained seeds, saved test maps of every explainer (real and test-only)."""
+    root = tmp_path_factory.mktemp("salience")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for name, fn in TEST_EXPLAINERS.items():  # registered for this module only
+            mp.setitem(explain.EXPLAINERS, name, fn)
+        cfg = config.validate(copy.deepcopy(TINY))
+        cfg["train"]["epochs"] = 1
+        prepare("shapes", cfg["data"], paths.prepared("shapes"))
+        split = read_split(paths.prepared("shapes"), "test")
+        for seed in (0, 1):
+            out = paths.model_dir("shapes", "standard", seed)
+            train(cfg, paths.prepared("shapes"), "standard", seed, out, "cpu")
+            model, _ = load_model(out / "model.pt")
+            for method in ["gradcam", "cam", *TEST_EXPLAINERS]:
+                arrays = explain.explain_split(model, split, method, "predicted", cfg["explain"]["batch_size"], "cpu")
+                explain.save(paths.explanation("shapes", "standard", seed, method, "test"), arrays)
+        yield cfg
+
+
+def _ctx(cfg, methods, seeds=(0,), **salience):
+    cfg = copy.deepcopy(cfg)
+    cfg["explain"]["methods"] = list(methods)
+    cfg["metrics"]["salience"].update(salience)
+    return metrics.Context(cfg, "shapes", "standard", list(seeds))
+
+
+def _values(frame, **where):
+    sel = np.ones(len(frame), bool)
+    for k, v in where.items():
+        sel &= (frame[k] == v).to_numpy()
+    return frame[sel].sort_values("image")["value"].to_numpy()
+
+
+def test_families_are_catalogued_and_registered():
+    for name in ("noise", "equivariance", "stability", "degradation"):
+        assert name in catalog.FAMILIES and name in metrics.FAMILIES
+        assert metrics.FAMILIES[name].scope == catalog.FAMILIES[name]["scope"]
+    defaults = config.validate({})["metrics"]["salience"]
+    assert defaults["noise_amounts"][0] == 0 and defaults["target"] == "predicted"
+
+
+def test_equivariance_of_equivariant_and_positional_explainers(project):
+    frame = metrics.run("equivariance", _ctx(project, TEST_EXPLAINERS))
+    names = [t[0] for t in sal.geometric_transforms(32, 32, 0.25)]
+    assert set(frame.setting) == set(names) and len(names) == 12
+    for name in names:
+        for metric in ("map_ssim", "map_spearman"):
+            v = _values(frame, method="pixel_mean", setting=name, metric=metric)
+            assert len(v) == 48 and v == pytest.approx(1.0, abs=1e-6), (name, metric)
+            bump = _values(frame, method="off_centre_bump", setting=name, metric=metric)
+            assert (bump < 0.95).all(), (name, metric, bump.max())
+
+
+def test_stability_of_identical_and_of_independent_runs(project):
+    root = paths.explanation("shapes", "standard", 0, "gradcam", "test").parents[2]
+    shutil.copytree(root / "seed0", root / "seed7", dirs_exist_ok=True)  # a run identical to seed 0
+    frame = metrics.run("stability", _ctx(project, ["gradcam", "cam"], seeds=(0, 1, 7)))
+    assert set(frame.setting) == {"0-1", "0-7", "1-7"} and (frame.seed == -1).all()
+    for method in ("gradcam", "cam"):
+        same = _values(frame, method=method, setting="0-7", metric="map_ssim")
+        assert len(same) == 48 and same == pytest.approx(1.0, abs=1e-6)
+        rho = _values(frame, method=method, setting="0-7", metric="map_spearman")
+        assert rho[~np.isnan(rho)] == pytest.approx(1.0, abs=1e-6)
+        # NaN only for maps with no ranking at all (constant maps)
+        maps = explain.load(paths.explanation("shapes", "standard", 0, method, "test"))["maps"]
+        np.testing.assert_array_equal(np.isnan(rho), maps.reshape(48, -1).std(1) == 0)
+        assert np.nanmean(_values(frame, method=method, setting="0-1", metric="map_ssim")) < 0.999
+
+
+def test_noise_amount_zero_changes_nothing_and_full_noise_does(project):
+    ctx = _ctx(project, ["gradcam", "pixel_mean"], noise_amounts=[0.0, 1.0])
+    frame = metrics.run("noise", ctx)
+    model = ctx.model(0)
+    split = ctx.split("test")
+    with torch.no_grad():
+        probs = model(split.tensors()).softmax(1)
+    clean = probs.max(1).values.numpy()  # score of the clean predicted class (explain.target = predicted)
+    np.testing.assert_allclose(_values(frame, metric="score", level=0.0), clean, rtol=1e-5)
+    assert (_values(frame, metric="prediction_changed", level=0.0) == 0).all()
+    for method in ("gradcam", "pixel_mean"):
+        assert _values(frame, method=method, metric="map_ssim", level=0.0) == pytest.approx(1.0, abs=1e-4)
+    assert _values(frame, method="pixel_mean", metric="map_ssim", level=1.0).max() < 0.5
+    assert not np.allclose(_values(frame, metric="score", level=1.0), clean)
+    # ood side: the tiny data has an ood split; both splits get per-image rows
+    ood = frame[frame.setting == "ood"]
+    assert set(ood.split) == {"test", "ood"} and {"max_softmax", "spatial_entropy", "histogram_entropy"} <= set(ood.metric)
+    # seeded: a rerun gives the same rows
+    again = metrics.run("noise", ctx)
+    np.testing.assert_array_equal(frame.value.to_numpy(), again.value.to_numpy())
+
+
+def test_degradation_family_rows(project):
+    ctx = _ctx(project, ["gradcam"], degradation_strengths=[1.0, 3.0], degradation_levels=11, max_images=40, target="fixed")
+    frame = metrics.run("degradation", ctx)
+    assert set(frame.setting) == {"background", "object"} and set(frame.level) == {0.0, 1.0, 3.0}
+    assert len(_values(frame, metric="score", setting="object", level=3.0)) == 40
+    assert set(frame[frame.level == 0].metric) == {"score", "accuracy"}
+    acc0 = _values(frame, metric="accuracy", setting="object", level=0.0)
+    split = ctx.split("test")
+    with torch.no_grad():
+        pred = ctx.model(0)(split.tensors(slice(0, 40))).argmax(1).numpy()
+    np.testing.assert_array_equal(acc0, pred == split.labels[:40])
+    v = frame[frame.metric != "map_ssim"].value
+    assert ((v >= 0) & (v <= 1)).all()
