@@ -33,6 +33,7 @@ wildcard_constraints:
     method=r"[a-z][a-z0-9_]*",
     split=r"[a-z][a-z0-9_]*",
     figure="|".join(catalog.FIGURES),
+    family="|".join(catalog.FAMILIES),
 
 
 def as_json(**sections):

@@ -11,7 +11,7 @@ from PIL import Image
 from xaibench import catalog, config
 from xaibench.metrics import COLUMNS
 
-from .conftest import copy_workflow, jobs_of, run
+from .helpers import copy_workflow, jobs_of, run
 
 pytestmark = pytest.mark.integration
 
