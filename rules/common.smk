@@ -17,9 +17,15 @@ SEEDS = config["train"]["seeds"]
 METHODS = config["explain"]["methods"]
 SPLITS = config["explain"]["splits"]
 FAMILIES = config["metrics"]["families"]
+TRAINABLE = settings_schema.schema()["properties"]["train"]["properties"]["variants"]["items"]["enum"]
+PLUGIN_SEEDS = (
+    [s for s in config["train"]["lap"]["plugin"]["seeds"] if s in SEEDS]
+    if {"standard", "lap"} <= set(VARIANTS) else []
+)
 FORMATS = ["png"] + [f for f in config["figures"]["formats"] if f != "png"]
 HAVE = set(FAMILIES) | {"explanations"}
-FIGURES = [n for n, spec in catalog.FIGURES.items() if set(spec["needs"]) <= HAVE]
+FIGURES = [n for n, spec in catalog.FIGURES.items()
+           if set(spec["needs"]) <= HAVE and set(spec.get("variants", VARIANTS)) & set(VARIANTS)]
 
 
 def scoped(scope):
@@ -70,7 +76,8 @@ def measure_inputs(wildcards):
             files += [model_file(wildcards.dataset, wildcards.variant, seed),
                       str(paths.model_dir(wildcards.dataset, wildcards.variant, seed) / "summary.json")]
         if "explanations" in needs:
-            files += [str(paths.explanation(wildcards.dataset, wildcards.variant, seed, m, s)) for m in METHODS for s in SPLITS]
+            files += [str(paths.explanation(wildcards.dataset, wildcards.variant, seed, m, s))
+                      for m in catalog.methods_for(METHODS, wildcards.variant) for s in SPLITS]
     return files
 
 
@@ -84,8 +91,11 @@ def figure_inputs(wildcards):
     needs = catalog.FIGURES[wildcards.figure]["needs"]
     files = [str(paths.metric_table(wildcards.dataset, f)) for f in needs if f in catalog.FAMILIES]
     if "explanations" in needs:
-        files += [str(paths.explanation(wildcards.dataset, v, SEEDS[0], m, "test")) for v in VARIANTS for m in METHODS]
-        files += [str(paths.explanation(wildcards.dataset, v, s, m, "test")) for v in VARIANTS for s in SEEDS for m in METHODS]
+        files += [str(paths.explanation(wildcards.dataset, v, s, m, "test"))
+                  for v in VARIANTS for s in SEEDS for m in catalog.methods_for(METHODS, v)]
+        if catalog.FIGURES[wildcards.figure].get("variants"):  # figures that run a model (e.g. LAP layer maps)
+            files += [model_file(wildcards.dataset, v, SEEDS[0]) for v in catalog.FIGURES[wildcards.figure]["variants"]
+                      if v in VARIANTS]
     return sorted(set(files))
 
 
@@ -101,12 +111,23 @@ def model_files():
 
 def explanation_files():
     return [str(paths.explanation(d, v, s, m, sp)) for d in DATASETS for v in VARIANTS for s in SEEDS
-            for m in METHODS for sp in SPLITS]
+            for m in catalog.methods_for(METHODS, v) for sp in SPLITS]
 
 
 def metric_tables():
     return [str(paths.metric_table(d, f)) for d in DATASETS for f in FAMILIES]
 
 
+def plugin_files():
+    """Paper C's plug-in: LAP put into trained `standard` models, when both variants are trained."""
+    return [str(paths.model_dir(d, "lap_plugin", s) / "summary.json") for d in DATASETS for s in PLUGIN_SEEDS]
+
+
 def figure_files():
-    return [str(paths.figures(d) / f"{name}.{ext}") for d in DATASETS for name in FIGURES for ext in FORMATS]
+    files = [str(paths.figures(d) / f"{name}.{ext}") for d in DATASETS for name in FIGURES for ext in FORMATS]
+    return files + [str(paths.tables(d) / f"{name}.{ext}") for d in DATASETS for name in FIGURES
+                    if catalog.FIGURES[name].get("table") for ext in ("md", "csv")]
+
+
+def figure_names(table: bool) -> str:
+    return "|".join(n for n, spec in catalog.FIGURES.items() if bool(spec.get("table")) == table)

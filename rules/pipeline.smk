@@ -24,6 +24,8 @@ rule train_model:
         summary="results/models/{dataset}/{variant}/seed{seed}/summary.json",
     params:
         settings=as_json(device=config["device"], train=without("train", "variants", "seeds")),
+    wildcard_constraints:
+        variant="|".join(TRAINABLE),
     threads: config["train"]["threads"]
     resources:
         gpu=0,
@@ -33,6 +35,28 @@ rule train_model:
         "results/benchmarks/train/{dataset}/{variant}/seed{seed}.tsv"
     shell:
         "xaibench train --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --threads {threads} --config {params.settings:q} > {log} 2>&1"
+
+
+rule plugin_model:
+    input:
+        data="data/prepared/{dataset}",
+        base="results/models/{dataset}/standard/seed{seed}/model.pt",
+    output:
+        model="results/models/{dataset}/lap_plugin/seed{seed}/model.pt",
+        history="results/models/{dataset}/lap_plugin/seed{seed}/history.csv",
+        summary="results/models/{dataset}/lap_plugin/seed{seed}/summary.json",
+    params:
+        settings=as_json(device=config["device"], train=without("train", "variants", "seeds")),
+    threads: config["train"]["threads"]
+    resources:
+        gpu=0,
+    log:
+        "results/logs/plugin/{dataset}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/plugin/{dataset}/seed{seed}.tsv"
+    shell:
+        "xaibench plugin --dataset {wildcards.dataset} --seed {wildcards.seed} --threads {threads}"
         " --config {params.settings:q} > {log} 2>&1"
 
 
@@ -44,13 +68,14 @@ rule explain_model:
         "results/explanations/{dataset}/{variant}/seed{seed}/{method}/{split}.npz",
     params:
         settings=as_json(device=config["device"], explain=without("explain", "methods", "splits")),
+    threads: 1
     log:
         "results/logs/explain/{dataset}/{variant}/seed{seed}/{method}/{split}.log",
     benchmark:
         "results/benchmarks/explain/{dataset}/{variant}/seed{seed}/{method}/{split}.tsv"
     shell:
         "xaibench explain --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
-        " --method {wildcards.method} --split {wildcards.split} --config {params.settings:q} > {log} 2>&1"
+        " --method {wildcards.method} --split {wildcards.split} --threads {threads} --config {params.settings:q} > {log} 2>&1"
 
 
 rule measure_model:
@@ -62,13 +87,14 @@ rule measure_model:
         family="|".join(scoped("model")),
     params:
         settings=measure_settings,
+    threads: 1
     log:
         "results/logs/measure/{dataset}/{family}/{variant}/seed{seed}.log",
     benchmark:
         "results/benchmarks/measure/{dataset}/{family}/{variant}/seed{seed}.tsv"
     shell:
         "xaibench measure --dataset {wildcards.dataset} --family {wildcards.family} --variant {wildcards.variant}"
-        " --seed {wildcards.seed} --config {params.settings:q} > {log} 2>&1"
+        " --seed {wildcards.seed} --threads {threads} --config {params.settings:q} > {log} 2>&1"
 
 
 rule measure_variant:
@@ -80,13 +106,14 @@ rule measure_variant:
         family="|".join(scoped("variant")),
     params:
         settings=measure_settings,
+    threads: 1
     log:
         "results/logs/measure/{dataset}/{family}/{variant}/seeds.log",
     benchmark:
         "results/benchmarks/measure/{dataset}/{family}/{variant}/seeds.tsv"
     shell:
         "xaibench measure --dataset {wildcards.dataset} --family {wildcards.family} --variant {wildcards.variant}"
-        " --config {params.settings:q} > {log} 2>&1"
+        " --threads {threads} --config {params.settings:q} > {log} 2>&1"
 
 
 rule aggregate:
@@ -106,10 +133,12 @@ rule aggregate:
 rule summary:
     input:
         metric_tables(),
+        plugin_files(),
     output:
         "results/summary.json",
     params:
-        settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES}),
+        settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES},
+                         train={"variants": VARIANTS, "lap": {"plugin": {"seeds": PLUGIN_SEEDS}}}),
     log:
         "results/logs/summary.log",
     benchmark:
@@ -129,6 +158,8 @@ rule figure:
             labels={"dataset": "{dataset}", "figure": "{figure}"},
         ),
         other=expand("results/figures/{{dataset}}/{{figure}}.{ext}", ext=FORMATS[1:]),
+    wildcard_constraints:
+        figure=figure_names(table=False),
     params:
         settings=figure_settings,
         caption=lambda wildcards: catalog.FIGURES[wildcards.figure]["caption"],
@@ -140,6 +171,24 @@ rule figure:
         "xaibench figures --dataset {wildcards.dataset} --only {wildcards.figure} --config {params.settings:q} > {log} 2>&1"
 
 
+use rule figure as figure_with_table with:
+    output:
+        png=report(
+            "results/figures/{dataset}/{figure}.png",
+            caption="../report/figure.rst",
+            category="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "{figure}"},
+        ),
+        other=expand("results/figures/{{dataset}}/{{figure}}.{ext}", ext=FORMATS[1:]),
+        table=multiext("results/tables/{dataset}/{figure}", ".md", ".csv"),
+    wildcard_constraints:
+        figure=figure_names(table=True),
+    log:
+        "results/logs/tables/{dataset}/{figure}.log",
+    benchmark:
+        "results/benchmarks/tables/{dataset}/{figure}.tsv"
+
+
 # Phase targets (what dvc.yaml's stages call).
 rule prepare:
     input:
@@ -149,6 +198,7 @@ rule prepare:
 rule train:
     input:
         model_files(),
+        plugin_files(),
 
 
 rule explain:

@@ -30,6 +30,7 @@ def _settings(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", action="append", default=[], help="overlay file(s) merged on top, e.g. presets/smoke.yaml")
     g.add_argument("--config", help="full settings as JSON (what the Snakefile passes); overrides --params")
     g.add_argument("--device", help="override `device` (auto, cpu, cuda, cuda:N)")
+    g.add_argument("--threads", type=int, help="torch CPU threads for this step (training uses train.threads)")
 
 
 def _load(args) -> dict:
@@ -165,6 +166,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         cfg = _load(args)
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
         args.fn(args, cfg)
     except (config.ConfigError, FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

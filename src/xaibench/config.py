@@ -10,7 +10,6 @@ import copy
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator, validators

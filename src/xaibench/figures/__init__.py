@@ -120,7 +120,7 @@ def gallery(cfg, dataset):
     n = min(cfg["figures"]["gallery_images"], len(split))
     idx = np.linspace(0, len(split) - 1, n).astype(int)
     seed = cfg["train"]["seeds"][0]
-    cols = [(v, m) for v in _variants(cfg) for m in cfg["explain"]["methods"]]
+    cols = [(v, m) for v in _variants(cfg) for m in catalog.methods_for(cfg["explain"]["methods"], v)]
     ncols = 2 + len(cols)
     fig, axes = plt.subplots(n, ncols, figsize=(1.6 * ncols, 1.6 * n), squeeze=False)
     maps = {c: explain.load(paths.explanation(dataset, c[0], seed, c[1], "test")) for c in cols}
@@ -151,7 +151,9 @@ def _classes(dataset):
 def wanted(cfg: dict) -> list[str]:
     """Figures this configuration can draw: those whose metric families are all computed."""
     have = set(cfg["metrics"]["families"]) | {"explanations"}
-    return [name for name, spec in catalog.FIGURES.items() if set(spec["needs"]) <= have]
+    variants = set(cfg["train"]["variants"])
+    return [name for name, spec in catalog.FIGURES.items()
+            if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
 
 
 def draw(cfg: dict, dataset: str, names: list[str] | None = None) -> list[Path]:
@@ -160,3 +162,8 @@ def draw(cfg: dict, dataset: str, names: list[str] | None = None) -> list[Path]:
     for name in names or wanted(cfg):
         written += FIGURES[name](cfg, dataset)
     return written
+
+
+# Figures in their own modules register themselves on import.
+from . import lap  # noqa: E402,F401
+from . import salience  # noqa: E402,F401

@@ -6,9 +6,9 @@ dataset × variant × seed × method × split × metric × setting × level (DES
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -55,6 +55,11 @@ class Context:
     @property
     def seed(self) -> int:
         return self.seeds[0]
+
+    @property
+    def methods(self) -> list[str]:
+        """The configured explainers that apply to this variant (e.g. `lap` only to LAP models)."""
+        return catalog.methods_for(self.cfg["explain"]["methods"], self.variant)
 
     @cache
     def meta(self) -> dict:
@@ -105,18 +110,29 @@ def aggregate(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def summarize(cfg: dict) -> dict:
-    """Headline numbers for `dvc metrics show`: mean and sd over seeds of every un-parametrised metric."""
+    """Headline numbers for `dvc metrics show`: per variant × split × metric, mean and sd over seeds.
+
+    Metrics swept over settings or levels (transforms, noise amounts, ...) are first averaged over
+    them within each seed, so each key is one number per model.
+    """
     out: dict = {}
     for dataset in cfg["datasets"]:
         for family in cfg["metrics"]["families"]:
             table = pd.read_csv(paths.metric_table(dataset, family), keep_default_na=False, na_values=[""])
-            table = table[(table.setting.fillna("") == "") & table.level.isna()]
-            stats = table.groupby(["variant", "method", "split", "metric"])["value"].agg(["mean", "std"])
+            keys = ["variant", "method", "split", "metric"]
+            per_seed = table.groupby(keys + ["seed"])["value"].mean().reset_index()
+            stats = per_seed.groupby(keys)["value"].agg(["mean", "std"])
             for (variant, method, split, metric), row in stats.iterrows():
                 key = f"{family}/{metric}" if method == "model" else f"{family}/{method}/{metric}"
                 node = out.setdefault(dataset, {}).setdefault(variant, {}).setdefault(split, {})
                 node[key] = {"mean": round(float(row["mean"]), 4),
                              "sd": None if pd.isna(row["std"]) else round(float(row["std"]), 4)}
+        for seed in cfg["train"]["lap"]["plugin"]["seeds"]:
+            path = paths.model_dir(dataset, "lap_plugin", seed) / "summary.json"
+            if {"standard", "lap"} <= set(cfg["train"]["variants"]) and path.is_file():
+                plug = json.loads(path.read_text())["plugin"]
+                out[dataset].setdefault("lap_plugin", {})[f"seed{seed}"] = {
+                    stage: round(plug[stage]["test_accuracy"], 4) for stage in ("original", "at_init", "after")}
     return out
 
 

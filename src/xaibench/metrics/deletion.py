@@ -10,6 +10,11 @@ label; `deletion_auc` is the trapezoid area under the probability curve divided 
 range (so it lies in [0,1]): lower = the map found what the model actually uses.
 `deletion_auc_accuracy` is the same area under the 0/1 accuracy curve.
 
+Cost: (1 + #fractions) forward passes per image and explainer, so only the first
+`metrics.deletion.max_images` images of each split are used (default 200, as the salience
+families). Explainers that do not apply to a variant (`lap` on a non-LAP model) are skipped
+(`catalog.methods_for`).
+
 Ties in a map (common: ReLU'd CAMs are flat zero outside the object) are broken by a seeded random
 order, so a flat region is removed in random order rather than top-left first.
 """
@@ -30,7 +35,7 @@ def removal_rank(maps: torch.Tensor, generator: torch.Generator | None = None) -
     flat = maps.flatten(1).float()
     p = flat.shape[1]
     perm = torch.rand(b, p, generator=generator).argsort(1).to(flat.device)
-    order = perm.gather(1, flat.gather(1, perm).argsort(1, descending=True, stable=True))
+    order = perm.gather(1, flat.gather(1, perm).argsort(dim=1, descending=True, stable=True))
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(p, device=flat.device).expand(b, p).contiguous())
     return rank.view_as(maps)
@@ -92,24 +97,26 @@ def deletion(ctx) -> pd.DataFrame:
     out = []
     for split in ctx.cfg["explain"]["splits"]:
         data = ctx.split(split)
-        for method in ctx.cfg["explain"]["methods"]:
+        n = len(data) if dcfg["max_images"] is None else min(len(data), dcfg["max_images"])
+        for method in ctx.methods:
             exp = ctx.explanation(ctx.seed, method, split)
             gen = torch.Generator().manual_seed(ctx.seed)
             probs, hits = [], []
-            for i in range(0, len(data), bs):
-                x = data.tensors(slice(i, i + bs)).to(ctx.device)
-                maps = torch.from_numpy(exp["maps"][i:i + bs]).float()
-                t = torch.from_numpy(exp["targets"][i:i + bs]).to(ctx.device)
-                y = torch.from_numpy(data.labels[i:i + bs]).to(ctx.device)
+            for i in range(0, n, bs):
+                j = min(i + bs, n)
+                x = data.tensors(slice(i, j)).to(ctx.device)
+                maps = torch.from_numpy(exp["maps"][i:j]).float()
+                t = torch.from_numpy(exp["targets"][i:j]).to(ctx.device)
+                y = torch.from_numpy(data.labels[i:j]).to(ctx.device)
                 levels, p, c = deletion_curves(model, x, maps, t, y, fractions, dcfg["baseline"], dcfg["blur_sigma"],
                                                gen, chunk=bs)
                 probs.append(p.cpu())
                 hits.append(c.cpu())
             prob, hit, levels = torch.cat(probs), torch.cat(hits), levels.cpu()
             setting = ""  # one baseline per run (metrics.deletion.baseline), so it is a setting of the run
-            for j, level in enumerate(levels.tolist()):
-                out.append(rows(method, split, "target_probability", prob[:, j].numpy(), setting, level))
-                out.append(rows(method, split, "accuracy", hit[:, j].numpy(), setting, level))
+            for k, level in enumerate(levels.tolist()):
+                out.append(rows(method, split, "target_probability", prob[:, k].numpy(), setting, level))
+                out.append(rows(method, split, "accuracy", hit[:, k].numpy(), setting, level))
             out.append(rows(method, split, "deletion_auc", curve_auc(prob, levels).numpy(), setting))
             out.append(rows(method, split, "deletion_auc_accuracy", curve_auc(hit, levels).numpy(), setting))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()

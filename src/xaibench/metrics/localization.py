@@ -60,7 +60,7 @@ def localization(ctx) -> pd.DataFrame:
             print(f"localization: {ctx.dataset}/{split} has no masks; skipped")
             continue
         masks = torch.from_numpy(data.masks) > 127
-        for method in ctx.cfg["explain"]["methods"]:
+        for method in ctx.methods:
             maps = torch.from_numpy(ctx.explanation(ctx.seed, method, split)["maps"]).float()
             for name, fn in MEASURES.items():
                 out.append(rows(method, split, name, fn(maps, masks).numpy()))

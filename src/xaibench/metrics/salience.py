@@ -7,12 +7,17 @@ batch in torch; map similarity (SSIM, Spearman) lives in `similarity.py`.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from itertools import combinations
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .. import explain as ex
 from . import register, rows
+from .similarity import minmax, spearman, ssim
 
 
 def spatial_entropy(maps: torch.Tensor) -> torch.Tensor:
@@ -50,7 +55,7 @@ def entropy(ctx) -> pd.DataFrame:
     grid = ctx.cfg["metrics"]["entropy_grid"]
     out = []
     for split in ctx.cfg["explain"]["splits"]:
-        for method in ctx.cfg["explain"]["methods"]:
+        for method in ctx.methods:
             maps = torch.from_numpy(ctx.explanation(ctx.seed, method, split)["maps"]).float()
             out.append(rows(method, split, "spatial_entropy", spatial_entropy(maps).numpy()))
             out.append(rows(method, split, "histogram_entropy", histogram_entropy(maps, grid).numpy()))
@@ -63,14 +68,6 @@ def entropy(ctx) -> pd.DataFrame:
 # computes maps of altered images with the same explainer. Everything runs per batch of
 # cfg.explain.batch_size images, vectorised over the batch.
 # ---------------------------------------------------------------------------------------------
-
-from collections import defaultdict  # noqa: E402
-from itertools import combinations  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from .. import explain as ex  # noqa: E402
-from .similarity import minmax, spearman, ssim  # noqa: E402
 
 REF_SIZE = 224        # side of the reference code's images and upscaled maps
 SMOOTH_SIGMA = 5.0    # reference: gaussian_filter(CAM, 5) before quantising the salience levels
@@ -98,6 +95,42 @@ def _clean(ctx, method: str, n: int):
     """Saved clean maps [n,H,W] (float16 on disk) and the targets they explain, first n test images."""
     arrays = ctx.explanation(ctx.seed, method, "test")
     return torch.from_numpy(arrays["maps"][:n]).float(), torch.from_numpy(arrays["targets"][:n]).long()
+
+
+class _ReuseFeatures:
+    """The model, except that `features(x)` of the batch it last classified is not recomputed.
+
+    Each altered batch is classified (for its score) and then explained by every method; CAM and
+    Grad-CAM start from `model.features(x)`, so without this every method repeats the trunk's
+    forward pass (3 passes instead of 1 for two methods). The cache is keyed by the tensor's
+    identity and version and skipped for inputs that require grad, so an explainer that alters or
+    differentiates through its input gets a fresh pass. Everything else goes to the model.
+    """
+
+    def __init__(self, model):
+        from ..models import Classifier
+        self.model, self._key, self._feats = model, None, None
+        self._split = type(model).forward is Classifier.forward  # forward == classify(features(x))
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, x):
+        if not self._split:
+            return self.model(x)
+        feats = self.model.features(x)
+        if not feats.requires_grad:  # computed outside autograd: safe to hand out again
+            self._key, self._feats = (x, x._version), feats
+        return self.model.classify(feats)
+
+    def features(self, x):
+        if self._key is not None and self._key[0] is x and self._key[1] == x._version and not x.requires_grad:
+            return self._feats
+        return self.model.features(x)
+
+
+def _model(ctx):
+    return _ReuseFeatures(ctx.model(ctx.seed).eval())
 
 
 def _explain(fn, model, x, logits, fixed, mode: str) -> torch.Tensor:
@@ -154,9 +187,9 @@ def noise(ctx) -> pd.DataFrame:
     may not cover ood).
     """
     s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
-    model, dev = ctx.model(ctx.seed).eval(), ctx.device
+    model, dev = _model(ctx), ctx.device
     data, n = _test_images(ctx, "noise")
-    methods = ctx.cfg["explain"]["methods"]
+    methods = ctx.methods
     clean = {m: _clean(ctx, m, n) for m in methods}
     fns = {m: ex.get(m) for m in methods}
     gen = torch.Generator().manual_seed(s["noise_seed"])
@@ -259,9 +292,9 @@ def equivariance(ctx) -> pd.DataFrame:
     `prediction_changed` (the reference notebook's only printed outcome).
     """
     s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
-    model, dev = ctx.model(ctx.seed).eval(), ctx.device
+    model, dev = _model(ctx), ctx.device
     data, n = _test_images(ctx, "equivariance")
-    methods = ctx.cfg["explain"]["methods"]
+    methods = ctx.methods
     clean = {m: _clean(ctx, m, n) for m in methods}
     fns = {m: ex.get(m) for m in methods}
     h, w = data.images.shape[1:3]
@@ -300,7 +333,7 @@ def stability(ctx) -> pd.DataFrame:
         return pd.DataFrame()
     parts = defaultdict(list)
     for split in ctx.cfg["explain"]["splits"]:
-        for method in ctx.cfg["explain"]["methods"]:
+        for method in ctx.methods:
             maps = {seed: ctx.explanation(seed, method, split)["maps"] for seed in ctx.seeds}
             for a, b in combinations(ctx.seeds, 2):
                 if maps[a].shape != maps[b].shape:
@@ -323,10 +356,10 @@ def _reflect_index(n: int, r: int, device) -> torch.Tensor:
 
 def gaussian_blur(images: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """scipy.ndimage.gaussian_filter of each channel of [B,C,H,W]: separable, radius
-    int(truncate·σ + 0.5), mode 'reflect'. σ <= 0 returns the images unchanged."""
-    if sigma <= 0:
+    int(truncate·σ + 0.5), mode 'reflect'. Radius 0 (σ < 0.125) is scipy's 1-tap identity."""
+    r = int(truncate * sigma + 0.5) if sigma > 0 else 0
+    if r == 0:
         return images
-    r = int(truncate * sigma + 0.5)
     c, h, w = images.shape[1:]
     t = torch.arange(-r, r + 1, device=images.device, dtype=images.dtype)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -356,25 +389,55 @@ def blur_sigma(level: float, scale: float) -> float:
     return scale * (BLUR_SIGMA_MAX - level) ** 4 / 10 ** 3
 
 
-def guided_blur(images: torch.Tensor, steps: dict, scale: float, levels: int) -> dict:
+def blur_plan(steps: dict, levels: int, shape) -> dict:
+    """Where each pixel sits between the precomputed blur levels (independent of the strength).
+
+    `steps` maps a key to q [B,H,W] (tenths of s). Position in level units p = q·(levels−1)/100,
+    lower level lo = floor(p) (at most levels−2), weight of the upper level f = p − lo. Pixels are
+    grouped by lo (one argsort), so each level later touches only its own pixels.
+    """
+    b, c, h, w = shape
+    plan = {}
+    for k, q in steps.items():
+        pos = q.double().flatten() * (levels - 1) / 100
+        lo = pos.floor().clamp(0, levels - 2).long()
+        frac = (pos - lo).float()
+        order = lo.argsort(stable=True)
+        bounds = torch.cat([lo.new_zeros(1), torch.bincount(lo, minlength=levels).cumsum(0)]).tolist()
+        upper = (torch.bincount(lo, weights=(frac > 0).double(), minlength=levels) > 0).tolist()
+        # flat indices into [B,C,H,W] of every channel of each pixel, grouped by level
+        index = ((order // (h * w)) * (c * h * w) + order % (h * w))[:, None] + torch.arange(c, device=q.device) * (h * w)
+        plan[k] = (bounds, upper, index, frac[order][:, None])
+    return plan
+
+
+def guided_blur(images: torch.Tensor, steps: dict, scale: float, levels: int, plan: dict | None = None) -> dict:
     """Blur every pixel with its own σ_blur(s); `steps` maps a key to q [B,H,W] (tenths of s).
 
     The reference blurs the whole image once per distinct s (up to 101 levels, s = 0.0..10.0) and
     keeps each blur at the pixels of that level. Here `levels` blurs at s evenly spaced on 0..10
     are computed once per batch and shared by every key (methods × modes); a pixel between two
     levels takes the linear interpolation (in s) of their two blurred values. levels = 101 is the
-    reference exactly; fewer trade accuracy for time (levels unused by the batch are skipped).
+    reference exactly (every q falls on a level); fewer trade accuracy for time. Levels no pixel
+    uses are not computed. `plan` (from `blur_plan`) can be shared across strengths.
     """
-    pos = {k: q.to(images.dtype) * (levels - 1) / 100 for k, q in steps.items()}
-    out = {k: torch.zeros_like(images) for k in steps}
+    plan = plan or blur_plan(steps, levels, images.shape)
+    out = {k: torch.zeros(images.numel(), dtype=images.dtype, device=images.device) for k in steps}
     for j in range(levels):
-        weights = {k: (1 - (p - j).abs()).clamp_min(0) for k, p in pos.items()}
-        if not any(bool((wt > 0).any()) for wt in weights.values()):
+        lower = [k for k, (bounds, _, _, _) in plan.items() if bounds[j + 1] > bounds[j]]
+        upper = [k for k, (bounds, up, _, _) in plan.items() if j > 0 and up[j - 1]]
+        if not lower and not upper:
             continue
-        blurred = gaussian_blur(images, blur_sigma(10.0 * j / (levels - 1), scale))
-        for k, wt in weights.items():
-            out[k] += wt[:, None] * blurred
-    return out
+        blurred = gaussian_blur(images, blur_sigma(10.0 * j / (levels - 1), scale)).reshape(-1)
+        for k in lower:  # pixels whose lower level is j: weight 1 − f
+            bounds, _, index, frac = plan[k]
+            idx, f = index[bounds[j]:bounds[j + 1]], frac[bounds[j]:bounds[j + 1]]
+            out[k][idx] += (1 - f) * blurred[idx]
+        for k in upper:  # pixels whose upper level is j: weight f
+            bounds, _, index, frac = plan[k]
+            idx, f = index[bounds[j - 1]:bounds[j]], frac[bounds[j - 1]:bounds[j]]
+            out[k][idx] += f * blurred[idx]
+    return {k: v.view_as(images) for k, v in out.items()}
 
 
 @register("degradation")
@@ -388,9 +451,9 @@ def degradation(ctx) -> pd.DataFrame:
     image vs the clean map). Rows at level 0 hold the clean score and accuracy, where the curves start.
     """
     s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
-    model, dev = ctx.model(ctx.seed).eval(), ctx.device
+    model, dev = _model(ctx), ctx.device
     data, n = _test_images(ctx, "degradation")
-    methods = ctx.cfg["explain"]["methods"]
+    methods = ctx.methods
     clean = {m: _clean(ctx, m, n) for m in methods}
     fns = {m: ex.get(m) for m in methods}
     size_scale = min(data.images.shape[1:3]) / REF_SIZE
@@ -405,8 +468,9 @@ def degradation(ctx) -> pd.DataFrame:
         for (m, mode) in steps:
             _collect(parts, (m, "test", "score", mode, 0.0), z0.softmax(1).gather(1, cls[:, None])[:, 0])
             _collect(parts, (m, "test", "accuracy", mode, 0.0), (z0.argmax(1) == labels).float())
+        plan = blur_plan(steps, s["degradation_levels"], x.shape)
         for strength in s["degradation_strengths"]:
-            degraded = guided_blur(x, steps, size_scale * strength, s["degradation_levels"])
+            degraded = guided_blur(x, steps, size_scale * strength, s["degradation_levels"], plan)
             for (m, mode), xd in degraded.items():
                 with torch.no_grad():
                     z = model(xd)

@@ -67,22 +67,21 @@ class LAPPool2d(nn.Module):
         return (f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"mode={self.mode}")
 
-    def _unfold(self, t: torch.Tensor) -> torch.Tensor:
+    def _unfold(self, t: torch.Tensor, windows: int) -> torch.Tensor:
         """[B,C,H,W] -> [B,C,K,L]: the K elements of each of the L windows."""
         b, c = t.shape[:2]
-        return F.unfold(t, self.kernel_size, padding=self.padding, stride=self.stride).view(b, c, -1, self._windows)
+        return F.unfold(t, self.kernel_size, padding=self.padding, stride=self.stride).view(b, c, -1, windows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        self._windows = oh * ow
-        cols = self._unfold(x)                                                    # [B,C,K,L]
-        valid = self._unfold(x.new_ones(1, 1, h, w)) > 0                          # [1,1,K,L]
+        cols = self._unfold(x, oh * ow)                                           # [B,C,K,L]
+        valid = self._unfold(x.new_ones(1, 1, h, w), oh * ow) > 0                 # [1,1,K,L]
         beta = self.beta
         if self.mode == "softmax":
             s = self.score(x)                                                     # [B,1,H,W]
-            logits = beta * self._unfold(s)                                       # [B,1,K,L]
+            logits = beta * self._unfold(s, oh * ow)                              # [B,1,K,L]
         else:
             top = cols.masked_fill(~valid, float("-inf")).amax(2, keepdim=True)  # window max per channel
             logits = -beta * (top - cols).square()                                # [B,C,K,L]

@@ -124,7 +124,6 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     data_root, out = Path(data_root), Path(out)
     tcfg = cfg["train"]
     device = resolve_device(device)
-    torch.set_num_threads(tcfg["threads"])
     torch.use_deterministic_algorithms(True, warn_only=True)
     meta = read_meta(data_root)
     train_split = read_split(data_root, "train")

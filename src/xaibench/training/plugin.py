@@ -30,7 +30,6 @@ def plugin(cfg: dict, data_root: str | Path, seed: int, src: str | Path, out: st
     tcfg, lcfg = cfg["train"], cfg["train"]["lap"]
     pcfg = lcfg["plugin"]
     device = resolve_device(device)
-    torch.set_num_threads(tcfg["threads"])
     torch.use_deterministic_algorithms(True, warn_only=True)
     meta = read_meta(data_root)
     model, base_cfg = load_model(src, expect={"dataset": meta["dataset"], "data_sha256": meta["content_sha256"]},

@@ -1,0 +1,103 @@
+"""Paper C figures: LAP's self-explanation against post-hoc explainers, and its per-layer attention."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import paths
+from . import PALETTE, _classes, _variants, plt, register, save, seed_points, table
+
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+@register("lap_faithfulness")
+def lap_faithfulness(cfg, dataset):
+    """Deletion curves and AUC (faithfulness) beside relevance mass in the mask (localisation)."""
+    dele = table(dataset, "deletion")
+    loc = table(dataset, "localization")
+    dele, loc = dele[dele.split == "test"], loc[(loc.split == "test") & (loc.metric == "relevance_mass")]
+    if dele.empty:
+        return []
+    variants = [v for v in _variants(cfg) if v in set(dele.variant)]
+    methods = sorted(set(dele.method))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    curves = dele[(dele.metric == "target_probability") & dele.variant.isin(variants)]
+    for (variant, method), d in curves.groupby(["variant", "method"]):
+        per_level = d.groupby("level")["value"]
+        mean, sd = per_level.mean(), per_level.std().fillna(0)
+        style = LINESTYLES[methods.index(method) % len(LINESTYLES)]
+        axes[0].plot(mean.index, mean.values, style, color=PALETTE.get(variant), marker="o", ms=3,
+                     label=f"{variant} / {method}")
+        axes[0].fill_between(mean.index, mean - sd, mean + sd, color=PALETTE.get(variant), alpha=0.12)
+    axes[0].set(xlabel="share of pixels removed (most relevant first)", ylabel="probability of the explained class",
+                title="deletion curves\n(mean ± sd over seeds)", ylim=(0, 1.02))
+    axes[0].legend(fontsize=7, title="variant / explainer", title_fontsize=7)
+    seed_points(axes[1], dele[dele.metric == "deletion_auc"], "method", "value", "variant", order=methods,
+                hue_order=variants)
+    axes[1].set(title="deletion AUC\n(lower = more faithful)", xlabel="explainer", ylabel="area under the curve", ylim=(0, 1.02))
+    if not loc.empty:
+        seed_points(axes[2], loc, "method", "value", "variant", order=[m for m in methods if m in set(loc.method)],
+                    hue_order=variants)
+    axes[2].set(title="relevance mass in the object mask\n(higher = better localised)", xlabel="explainer",
+                ylabel="share of relevance in mask", ylim=(0, 1.02))
+    for ax in axes[1:]:
+        if ax.legend_:
+            ax.legend(title="variant", fontsize=7, title_fontsize=7)
+    fig.suptitle(f"{dataset}: LAP self-explanation vs post-hoc explainers (test split; baseline "
+                 f"{cfg['metrics']['deletion']['baseline']})", y=1.04)
+    return save(fig, cfg, dataset, "lap_faithfulness")
+
+
+@register("lap_attention")
+def lap_attention(cfg, dataset):
+    """Per-layer LAP score maps, the head's map of the predicted class and their combination.
+
+    The one figure that runs a model: per-layer maps are not stored in explanation files (the
+    explain contract is one map per image), so the first seed's `lap` model is run on a handful
+    of test images (a single small forward pass).
+    """
+    import torch
+
+    from ..data import read_meta, read_split
+    from ..explain import upsample
+    from ..explain.lap import lap as lap_explainer
+    from ..training.fit import load_model
+
+    seed = cfg["train"]["seeds"][0]
+    meta = read_meta(paths.prepared(dataset))
+    model, _ = load_model(paths.model_dir(dataset, "lap", seed) / "model.pt",
+                          expect={"dataset": dataset, "data_sha256": meta["content_sha256"]})
+    split = read_split(paths.prepared(dataset), "test")
+    n = min(cfg["figures"]["gallery_images"], len(split))
+    idx = np.linspace(0, len(split) - 1, n).astype(int)
+    x = split.tensors(idx)
+    with torch.no_grad():
+        layers, head, logits = model.attention(x)
+        pred = logits.argmax(1)
+        size = x.shape[-2:]
+        layer_maps = [upsample(m[:, 0], size) for m in layers]
+        head_map = upsample(head[torch.arange(n), pred], size)
+        combined = lap_explainer(model, x, pred)
+    classes = _classes(dataset)
+    cols = ["image", "mask"] + [f"LAP layer {i + 1}\n{tuple(m.shape[-2:])}" for i, m in enumerate(layers)] + \
+           [f"head, predicted class\n{tuple(head.shape[-2:])}", f"combined ({model.combine})"]
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.7 * n), squeeze=False)
+    for r in range(n):
+        i = idx[r]
+        axes[r, 0].imshow(split.images[i])
+        axes[r, 0].set_ylabel(f"{classes[split.labels[i]]}\npred {classes[pred[r]]}", fontsize=7,
+                              color="black" if pred[r] == split.labels[i] else "red")
+        axes[r, 1].imshow(split.masks[i] if split.masks is not None else np.zeros(split.images.shape[1:3]),
+                          cmap="gray", vmin=0, vmax=255)
+        # score maps are in [0,1] by construction; shown on that fixed scale so layers compare
+        for c, m in enumerate(layer_maps + [head_map]):
+            axes[r, 2 + c].imshow(m[r].numpy(), cmap="viridis", vmin=0, vmax=1)
+        comb = combined[r].numpy()
+        axes[r, -1].imshow(split.images[i])
+        axes[r, -1].imshow(comb / max(comb.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    for c, title in enumerate(cols):
+        axes[0, c].set_title(title, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"{dataset}: LAP attention by layer (seed {seed}; score maps on a fixed 0–1 scale; "
+                 "last column max-normalised)", y=1.01, fontsize=9)
+    return save(fig, cfg, dataset, "lap_attention")

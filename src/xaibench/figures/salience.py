@@ -1,0 +1,265 @@
+"""Paper E figures: the five salience measures of "Explain to Me", standard vs salience-trained models.
+
+Distributions (entropy, equivariance, stability) are boxes over the per-image rows of every seed
+(results/metrics/{dataset}/{family}.parquet); curves (noise, degradation) are per-seed means over
+images with a 95% bootstrap band over seeds (seaborn), so the band shows run-to-run spread, the
+unit the variants are compared on. Nothing here loads a model.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import catalog, paths
+from ..io import atomic_path, save_csv
+from . import PALETTE, _variants, plt, register, save, sns, table
+
+TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
+MODES = ["background", "object"]
+GALLERY_IMAGES = 4
+
+
+def per_image(dataset: str, family: str) -> pd.DataFrame:
+    """The per-image rows of a family (written by `aggregate` next to the tidy CSV)."""
+    path = paths.metric_table(dataset, family, "parquet")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: per-image rows missing; run `snakemake --cores all measure` first")
+    data = pd.read_parquet(path)
+    data["setting"] = data["setting"].astype(object).fillna("")
+    return data
+
+
+def _order(cfg, data):
+    variants = [v for v in _variants(cfg) if v in set(data.variant)]
+    methods = [m for m in cfg["explain"]["methods"] if m in set(data.method)]
+    return variants, methods
+
+
+def _box(ax, data, x, order, variants):
+    sns.boxplot(data=data, x=x, y="value", hue="variant", order=order, hue_order=variants, ax=ax,
+                palette=PALETTE, showfliers=False, width=0.7, linewidth=0.8)
+
+
+def _curve(ax, data, x, variants, methods):
+    """Per-seed means (the CSV) against x; hue = variant, line style = explainer; 95% CI over seeds."""
+    style = "method" if data.method.nunique() > 1 else None
+    sns.lineplot(data=data, x=x, y="value", hue="variant", hue_order=variants, style=style,
+                 style_order=methods if style else None, errorbar=("ci", 95), seed=0, n_boot=200,
+                 marker="o", markersize=4, palette=PALETTE, ax=ax)
+
+
+def _legend_once(axes):
+    for i, ax in enumerate(np.ravel(axes)):
+        if ax.legend_ is not None and i != len(np.ravel(axes)) - 1:
+            ax.legend_.remove()
+
+
+@register("salience_entropy")
+def salience_entropy(cfg, dataset):
+    data = per_image(dataset, "entropy")
+    data = data[data.split == "test"]
+    variants, methods = _order(cfg, data)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ["spatial_entropy", "histogram_entropy"]):
+        _box(ax, data[data.metric == metric], "method", methods, variants)
+        ax.set(title=metric.replace("_", " ") + " (lower = more focused)", xlabel="explainer",
+               ylabel="normalised entropy", ylim=(0, 1.02))
+    _legend_once(axes)
+    fig.suptitle(f"{dataset}: (a) salience-map entropy per image (test; boxes over images and seeds)", y=1.03)
+    return save(fig, cfg, dataset, "salience_entropy")
+
+
+@register("salience_noise")
+def salience_noise(cfg, dataset):
+    data = table(dataset, "noise")
+    rows = per_image(dataset, "noise")
+    variants, methods = _order(cfg, data)
+    sweep = data[data.setting == "s&p"]
+    panels = [("score", "probability of the clean explained class"), ("prediction_changed", "share of predictions changed"),
+              ("map_ssim", "SSIM(noisy map, clean map)")]
+    ood = rows[rows.setting == "ood"]
+    fig, axes = plt.subplots(1, len(panels) + (not ood.empty), figsize=(4.6 * (len(panels) + 1), 4))
+    for ax, (metric, label) in zip(axes, panels):
+        _curve(ax, sweep[sweep.metric == metric], "level", variants, methods)
+        ax.set(xlabel="salt-and-pepper amount", ylabel=label, title=metric.replace("_", " "), ylim=(-0.02, 1.02))
+    if not ood.empty:
+        ax = axes[len(panels)]
+        _box(ax, ood[ood.metric == "max_softmax"], "split", ["test", "ood"], variants)
+        ax.set(title="max softmax: test vs ood classes", xlabel="split", ylabel="max softmax probability", ylim=(0, 1.02))
+    _legend_once(axes)
+    fig.suptitle(f"{dataset}: (b) reaction to out-of-set inputs (curves: mean over images per seed, "
+                 "band 95% CI over seeds)", y=1.03)
+    return save(fig, cfg, dataset, "salience_noise")
+
+
+@register("salience_equivariance")
+def salience_equivariance(cfg, dataset):
+    data = per_image(dataset, "equivariance")
+    variants, methods = _order(cfg, data)
+    shifts = sorted(s for s in set(data.setting) if s.startswith("shift"))
+    order = [t for t in TRANSFORM_ORDER if t in set(data.setting)] + shifts
+    fig, axes = plt.subplots(2, len(methods), figsize=(max(7.5, 0.75 * len(order)) * len(methods), 7.5),
+                             squeeze=False, sharey="row")
+    for c, method in enumerate(methods):
+        for r, metric in enumerate(["map_ssim", "map_spearman"]):
+            ax = axes[r, c]
+            _box(ax, data[(data.method == method) & (data.metric == metric)], "setting", order, variants)
+            ax.set(title=f"{method}: {metric.replace('map_', '')}", xlabel="" if r == 0 else "transform",
+                   ylabel=f"{metric.replace('map_', '')}(T⁻¹ map(T x), map(x))")
+            ax.set_ylim(top=1.02)
+            ax.axhline(1, color="grey", lw=0.6, ls=":")
+            ax.tick_params(axis="x", rotation=60, labelsize=7)
+    _legend_once(axes)
+    fig.suptitle(f"{dataset}: (c) equivariance under flips, shifts and 90° rotations (1 = the map follows the "
+                 "image; boxes over images and seeds)")
+    fig.tight_layout()
+    return save(fig, cfg, dataset, "salience_equivariance")
+
+
+@register("salience_stability")
+def salience_stability(cfg, dataset):
+    data = per_image(dataset, "stability")
+    data = data[data.split == "test"]
+    variants, methods = _order(cfg, data)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ["map_ssim", "map_spearman"]):
+        _box(ax, data[data.metric == metric], "method", methods, variants)
+        ax.set(title=f"{metric.replace('map_', '')} between seeds (higher = more stable)", xlabel="explainer",
+               ylabel=metric.replace("map_", ""))
+        ax.set_ylim(top=1.02)
+    _legend_once(axes)
+    pairs = data.setting.nunique()
+    fig.suptitle(f"{dataset}: (d) stability of maps across training runs (test; boxes over images and "
+                 f"{pairs} seed pair{'s' * (pairs != 1)})", y=1.03)
+    return save(fig, cfg, dataset, "salience_stability")
+
+
+@register("salience_degradation")
+def salience_degradation(cfg, dataset):
+    data = table(dataset, "degradation")
+    variants, methods = _order(cfg, data)
+    panels = [("score", "probability of the clean explained class"), ("accuracy", "accuracy"),
+              ("map_ssim", "SSIM(map after, map before)")]
+    fig, axes = plt.subplots(len(MODES), len(panels), figsize=(14, 8), squeeze=False)
+    for r, mode in enumerate(MODES):
+        for c, (metric, label) in enumerate(panels):
+            ax = axes[r, c]
+            _curve(ax, data[(data.setting == mode) & (data.metric == metric)], "level", variants, methods)
+            what = "non-salient region blurred" if mode == "background" else "salient region blurred"
+            ax.set(title=f"{mode} ({what}): {metric.replace('_', ' ')}", ylabel=label, ylim=(-0.02, 1.02),
+                   xlabel="blur strength (× reference σ; 0 = clean)", xlim=(-0.05, None))
+    _legend_once(axes)
+    fig.suptitle(f"{dataset}: (e) salience-guided degradation (mean over images per seed, band 95% CI over seeds)")
+    fig.tight_layout()
+    return save(fig, cfg, dataset, "salience_degradation")
+
+
+# ---- summary table ---------------------------------------------------------------------------
+
+# measure label -> (family, metric, split, row filter on setting/level); one value per seed =
+# mean over images and over the settings/levels kept.
+SUMMARY = {
+    "(a) spatial entropy ↓": ("entropy", "spatial_entropy", "test", lambda d: d.setting == ""),
+    "(a) histogram entropy ↓": ("entropy", "histogram_entropy", "test", lambda d: d.setting == ""),
+    "(b) map SSIM under s&p noise, amounts > 0": ("noise", "map_ssim", "test", lambda d: (d.setting == "s&p") & (d.level > 0)),
+    "(b) class score under s&p noise, amounts > 0": ("noise", "score", "test", lambda d: (d.setting == "s&p") & (d.level > 0)),
+    "(b) max softmax on ood classes": ("noise", "max_softmax", "ood", lambda d: d.setting == "ood"),
+    "(b) max softmax on test": ("noise", "max_softmax", "test", lambda d: d.setting == "ood"),
+    "(c) equivariance SSIM, all transforms": ("equivariance", "map_ssim", "test", lambda d: d.setting != ""),
+    "(c) equivariance Spearman, all transforms": ("equivariance", "map_spearman", "test", lambda d: d.setting != ""),
+    "(d) cross-run SSIM (sd over seed pairs)": ("stability", "map_ssim", "test", lambda d: d.setting != ""),
+    "(d) cross-run Spearman (sd over seed pairs)": ("stability", "map_spearman", "test", lambda d: d.setting != ""),
+    "(e) score, background blurred": ("degradation", "score", "test", lambda d: (d.setting == "background") & (d.level > 0)),
+    "(e) score, object blurred": ("degradation", "score", "test", lambda d: (d.setting == "object") & (d.level > 0)),
+    "(e) accuracy, background blurred": ("degradation", "accuracy", "test", lambda d: (d.setting == "background") & (d.level > 0)),
+    "(e) accuracy, object blurred": ("degradation", "accuracy", "test", lambda d: (d.setting == "object") & (d.level > 0)),
+    "(e) map SSIM, background blurred": ("degradation", "map_ssim", "test", lambda d: (d.setting == "background") & (d.level > 0)),
+    "(e) map SSIM, object blurred": ("degradation", "map_ssim", "test", lambda d: (d.setting == "object") & (d.level > 0)),
+}
+
+
+def summary_table(dataset: str) -> pd.DataFrame:
+    """variant × method × measure -> mean, sd and n over seeds (stability: over seed pairs)."""
+    out = []
+    tables = {}
+    for measure, (family, metric, split, keep) in SUMMARY.items():
+        if family not in tables:
+            tables[family] = table(dataset, family)
+            tables[family]["setting"] = tables[family]["setting"].astype(object).fillna("")
+        d = tables[family]
+        d = d[(d.metric == metric) & (d.split == split)]
+        d = d[keep(d)]
+        if d.empty:
+            continue
+        unit = "setting" if family == "stability" else "seed"
+        per_unit = d.groupby(["variant", "method", unit])["value"].mean().reset_index()
+        stats = per_unit.groupby(["variant", "method"])["value"].agg(["mean", "std", "count"]).reset_index()
+        stats.insert(2, "measure", measure)
+        out.append(stats.rename(columns={"std": "sd", "count": "n"}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["variant", "method", "measure", "mean", "sd", "n"])
+
+
+def _cell(row) -> str:
+    return f"{row['mean']:.3f}" + ("" if pd.isna(row["sd"]) else f" ± {row['sd']:.3f}")
+
+
+@register("salience_summary")
+def salience_summary(cfg, dataset):
+    stats = summary_table(dataset)
+    variants = [v for v in _variants(cfg) if v in set(stats.variant)]
+    cells = {(r["measure"], r["method"], r["variant"]): _cell(r) for _, r in stats.iterrows()}
+    keys = sorted({k[:2] for k in cells}, key=lambda k: (list(SUMMARY).index(k[0]), k[1]))
+    wide = pd.DataFrame([[measure, method, *(cells.get((measure, method, v), "–") for v in variants)]
+                         for measure, method in keys], columns=["measure", "explainer", *variants])
+    out = paths.tables(dataset)
+    save_csv(out / "salience_summary.csv", stats)
+    header = "| measure | explainer | " + " | ".join(variants) + " |"
+    lines = [f"# {dataset}: Explain-to-Me salience measures, mean ± sd over seeds (stability: over seed pairs)", "",
+             header, "|" + "---|" * (2 + len(variants))]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in wide.itertuples(index=False)]
+    with atomic_path(out / "salience_summary.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(5.4 + 1.6 * len(variants), 0.2 * (len(wide) + 3)))
+    ax.axis("off")
+    tab = ax.table(cellText=wide.values, colLabels=list(wide.columns), loc="upper center", cellLoc="left")
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(7)
+    tab.auto_set_column_width(list(range(wide.shape[1])))
+    ax.set_title(f"{dataset}: salience measures, mean ± sd over seeds", fontsize=9)
+    return save(fig, cfg, dataset, "salience_summary")
+
+
+# ---- cross-run gallery -----------------------------------------------------------------------
+
+@register("salience_gallery")
+def salience_gallery(cfg, dataset):
+    """Same test images, every seed's map: rows = variant × seed, columns = image × explainer."""
+    from .. import explain
+    from ..data import read_split
+    split = read_split(paths.prepared(dataset), "test")
+    idx = np.linspace(0, len(split) - 1, min(GALLERY_IMAGES, len(split))).astype(int)
+    methods, seeds, variants = cfg["explain"]["methods"], cfg["train"]["seeds"], _variants(cfg)
+    cols = [(i, m) for i in idx for m in methods]
+    nrows = 1 + len(variants) * len(seeds)
+    fig, axes = plt.subplots(nrows, len(cols), figsize=(1.5 * len(cols), 1.5 * nrows), squeeze=False)
+    for c, (i, m) in enumerate(cols):
+        axes[0, c].imshow(split.images[i])
+        axes[0, c].set_title(f"test #{i}\n{m}", fontsize=7)
+    for v, variant in enumerate(variants):
+        usable = catalog.methods_for(methods, variant)
+        for s, seed in enumerate(seeds):
+            r = 1 + v * len(seeds) + s
+            axes[r, 0].set_ylabel(f"{variant}\nseed {seed}", fontsize=7, color=PALETTE.get(variant, "black"))
+            maps = {m: explain.load(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
+            for c, (i, m) in enumerate(cols):
+                if m not in maps:
+                    continue
+                a = maps[m][i].astype(float)
+                a = (a - a.min()) / max(a.max() - a.min(), 1e-12)
+                axes[r, c].imshow(split.images[i])
+                axes[r, c].imshow(a, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"{dataset}: the same test images explained by every training run (rows: variant × seed; "
+                 "maps min-max scaled)", y=1.0)
+    return save(fig, cfg, dataset, "salience_gallery")
