@@ -28,8 +28,10 @@ FIGURES = [n for n, spec in catalog.FIGURES.items()
            if set(spec["needs"]) <= HAVE and set(spec.get("variants", VARIANTS)) & set(VARIANTS)]
 
 
-def scoped(scope):
-    return [f for f in FAMILIES if catalog.FAMILIES[f]["scope"] == scope] or ["none"]
+MODEL_FAMILIES = [f for f in FAMILIES if catalog.FAMILIES[f]["scope"] == "model"]
+VARIANT_FAMILIES = [f for f in FAMILIES if catalog.FAMILIES[f]["scope"] == "variant"]
+TABLES = [name for name in FIGURES if catalog.FIGURES[name].get("table")]
+FIGURE_PARTS = [part for part in (FIGURES[0::2], FIGURES[1::2]) if part]
 
 
 wildcard_constraints:
@@ -38,7 +40,6 @@ wildcard_constraints:
     seed=r"\d+",
     method=r"[a-z][a-z0-9_]*",
     split=r"[a-z][a-z0-9_]*",
-    figure="|".join(catalog.FIGURES),
     family="|".join(catalog.FAMILIES),
 
 
@@ -58,7 +59,7 @@ def prepare_settings(wildcards):
 
 
 def measure_settings(wildcards):
-    extra = {"train": {"seeds": SEEDS}} if catalog.FAMILIES[wildcards.family]["scope"] == "variant" else {}
+    extra = {} if "seed" in wildcards.keys() else {"train": {"seeds": SEEDS}}  # families that span seeds
     return as_json(device=config["device"], explain=config["explain"], metrics=without("metrics", "families"), **extra)
 
 
@@ -67,9 +68,12 @@ def model_file(dataset, variant, seed):
 
 
 def measure_inputs(wildcards):
-    """Checkpoints and/or every method × split explanation of the model(s) a family unit reads."""
-    needs = catalog.FAMILIES[wildcards.family]["needs"]
-    seeds = [wildcards.seed] if "seed" in wildcards.keys() else SEEDS
+    """Checkpoints and/or every method × split explanation of the model(s) a measure job reads."""
+    if "seed" in wildcards.keys():
+        families, seeds = MODEL_FAMILIES, [wildcards.seed]
+    else:
+        families, seeds = [wildcards.family], SEEDS
+    needs = {n for f in families for n in catalog.FAMILIES[f]["needs"]}
     files = []
     for seed in seeds:
         if "models" in needs:
@@ -82,21 +86,28 @@ def measure_inputs(wildcards):
 
 
 def family_units(wildcards):
-    scope = catalog.FAMILIES[wildcards.family]["scope"]
-    units = [f"seed{s}" for s in SEEDS] if scope == "model" else ["seeds"]
-    return [str(paths.measure_unit(wildcards.dataset, wildcards.family, v, u)) for v in VARIANTS for u in units]
+    """Every per-model (or per-variant) rows file of every configured family of a dataset."""
+    units = {"model": [f"seed{s}" for s in SEEDS], "variant": ["seeds"]}
+    return [str(paths.measure_unit(wildcards.dataset, f, v, u)) for f in FAMILIES for v in VARIANTS
+            for u in units[catalog.FAMILIES[f]["scope"]]]
 
 
-def figure_inputs(wildcards):
-    needs = catalog.FIGURES[wildcards.figure]["needs"]
-    files = [str(paths.metric_table(wildcards.dataset, f)) for f in needs if f in catalog.FAMILIES]
-    if "explanations" in needs:
-        files += [str(paths.explanation(wildcards.dataset, v, s, m, "test"))
-                  for v in VARIANTS for s in SEEDS for m in catalog.methods_for(METHODS, v)]
-        if catalog.FIGURES[wildcards.figure].get("variants"):  # figures that run a model (e.g. LAP layer maps)
-            files += [model_file(wildcards.dataset, v, SEEDS[0]) for v in catalog.FIGURES[wildcards.figure]["variants"]
-                      if v in VARIANTS]
-    return sorted(set(files))
+def figure_inputs(names):
+    """Input function for drawing the figures `names`: their metric tables, explanation files and
+    (for figures that run a model) checkpoints."""
+
+    def inputs(wildcards):
+        needs = {n for name in names for n in catalog.FIGURES[name]["needs"]}
+        files = [str(paths.metric_table(wildcards.dataset, f, ext)) for f in FAMILIES if f in needs
+                 for ext in ("csv", "parquet")]
+        if "explanations" in needs:
+            files += [str(paths.explanation(wildcards.dataset, v, s, m, "test"))
+                      for v in VARIANTS for s in SEEDS for m in catalog.methods_for(METHODS, v)]
+        files += [model_file(wildcards.dataset, v, SEEDS[0]) for name in names
+                  for v in catalog.FIGURES[name].get("variants", []) if v in VARIANTS]
+        return sorted(set(files))
+
+    return inputs
 
 
 def figure_settings(wildcards):
@@ -129,5 +140,4 @@ def figure_files():
                     if catalog.FIGURES[name].get("table") for ext in ("md", "csv")]
 
 
-def figure_names(table: bool) -> str:
-    return "|".join(n for n, spec in catalog.FIGURES.items() if bool(spec.get("table")) == table)
+

@@ -78,23 +78,24 @@ rule explain_model:
         " --method {wildcards.method} --split {wildcards.split} --threads {threads} --config {params.settings:q} > {log} 2>&1"
 
 
-rule measure_model:
-    input:
-        measure_inputs,
-    output:
-        "results/metrics/{dataset}/{family}/{variant}/seed{seed}.parquet",
-    wildcard_constraints:
-        family="|".join(scoped("model")),
-    params:
-        settings=measure_settings,
-    threads: 1
-    log:
-        "results/logs/measure/{dataset}/{family}/{variant}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/measure/{dataset}/{family}/{variant}/seed{seed}.tsv"
-    shell:
-        "xaibench measure --dataset {wildcards.dataset} --family {wildcards.family} --variant {wildcards.variant}"
-        " --seed {wildcards.seed} --threads {threads} --config {params.settings:q} > {log} 2>&1"
+if MODEL_FAMILIES:
+
+    rule measure_model:
+        input:
+            measure_inputs,
+        output:
+            expand("results/metrics/{{dataset}}/{family}/{{variant}}/seed{{seed}}.parquet", family=MODEL_FAMILIES),
+        params:
+            settings=measure_settings,
+            families=" ".join(f"--family {f}" for f in MODEL_FAMILIES),
+        threads: 1
+        log:
+            "results/logs/measure/{dataset}/{variant}/seed{seed}.log",
+        benchmark:
+            "results/benchmarks/measure/{dataset}/{variant}/seed{seed}.tsv"
+        shell:
+            "xaibench measure --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
+            " {params.families} --threads {threads} --config {params.settings:q} > {log} 2>&1"
 
 
 rule measure_variant:
@@ -103,7 +104,7 @@ rule measure_variant:
     output:
         "results/metrics/{dataset}/{family}/{variant}/seeds.parquet",
     wildcard_constraints:
-        family="|".join(scoped("variant")),
+        family="|".join(VARIANT_FAMILIES or ["none"]),
     params:
         settings=measure_settings,
     threads: 1
@@ -120,14 +121,14 @@ rule aggregate:
     input:
         family_units,
     output:
-        table="results/metrics/{dataset}/{family}.csv",
-        rows="results/metrics/{dataset}/{family}.parquet",
+        tables=expand("results/metrics/{{dataset}}/{family}.csv", family=FAMILIES),
+        rows=expand("results/metrics/{{dataset}}/{family}.parquet", family=FAMILIES),
     log:
-        "results/logs/aggregate/{dataset}/{family}.log",
+        "results/logs/aggregate/{dataset}.log",
     benchmark:
-        "results/benchmarks/aggregate/{dataset}/{family}.tsv"
+        "results/benchmarks/aggregate/{dataset}.tsv"
     shell:
-        "xaibench aggregate --dataset {wildcards.dataset} --family {wildcards.family} {input:q} > {log} 2>&1"
+        "xaibench aggregate --dataset {wildcards.dataset} {input:q} > {log} 2>&1"
 
 
 rule summary:
@@ -147,46 +148,36 @@ rule summary:
         "xaibench summary --config {params.settings:q} --out {output:q} > {log} 2>&1"
 
 
-rule figure:
-    input:
-        figure_inputs,
-    output:
-        png=report(
-            "results/figures/{dataset}/{figure}.png",
-            caption="../report/figure.rst",
-            category="{dataset}",
-            labels={"dataset": "{dataset}", "figure": "{figure}"},
-        ),
-        other=expand("results/figures/{{dataset}}/{{figure}}.{ext}", ext=FORMATS[1:]),
-    wildcard_constraints:
-        figure=figure_names(table=False),
-    params:
-        settings=figure_settings,
-        caption=lambda wildcards: catalog.FIGURES[wildcards.figure]["caption"],
-    log:
-        "results/logs/figures/{dataset}/{figure}.log",
-    benchmark:
-        "results/benchmarks/figures/{dataset}/{figure}.tsv"
-    shell:
-        "xaibench figures --dataset {wildcards.dataset} --only {wildcards.figure} --config {params.settings:q} > {log} 2>&1"
+# Figures are drawn by two jobs per dataset (the figure list split in alternation), so redrawing
+# them all from existing metrics uses both cores.
+for part, names in enumerate(FIGURE_PARTS, start=1):
 
-
-use rule figure as figure_with_table with:
-    output:
-        png=report(
-            "results/figures/{dataset}/{figure}.png",
-            caption="../report/figure.rst",
-            category="{dataset}",
-            labels={"dataset": "{dataset}", "figure": "{figure}"},
-        ),
-        other=expand("results/figures/{{dataset}}/{{figure}}.{ext}", ext=FORMATS[1:]),
-        table=multiext("results/tables/{dataset}/{figure}", ".md", ".csv"),
-    wildcard_constraints:
-        figure=figure_names(table=True),
-    log:
-        "results/logs/tables/{dataset}/{figure}.log",
-    benchmark:
-        "results/benchmarks/tables/{dataset}/{figure}.tsv"
+    rule:
+        name:
+            f"draw_figures_{part}"
+        input:
+            figure_inputs(names),
+        output:
+            png=[
+                report(
+                    f"results/figures/{{dataset}}/{name}.png",
+                    caption=f"../report/captions/{name}.rst",
+                    category="{dataset}",
+                    labels={"dataset": "{dataset}", "figure": name},
+                )
+                for name in names
+            ],
+            other=[f"results/figures/{{dataset}}/{name}.{ext}" for name in names for ext in FORMATS[1:]],
+            tables=[f"results/tables/{{dataset}}/{name}.{ext}" for name in names if name in TABLES for ext in ("md", "csv")],
+        params:
+            settings=figure_settings,
+            only=" ".join(f"--only {name}" for name in names),
+        log:
+            f"results/logs/figures/{{dataset}}/part{part}.log",
+        benchmark:
+            f"results/benchmarks/figures/{{dataset}}/part{part}.tsv"
+        shell:
+            "xaibench figures --dataset {wildcards.dataset} {params.only} --config {params.settings:q} > {log} 2>&1"
 
 
 # Phase targets (what dvc.yaml's stages call).

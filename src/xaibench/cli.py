@@ -80,27 +80,37 @@ def cmd_measure(args, cfg):
     from . import metrics
     from .io import atomic_path
     from .training.fit import resolve_device
-    family = metrics.FAMILIES[args.family]
-    seeds = [args.seed] if family.scope == "model" else cfg["train"]["seeds"]
+    scopes = {metrics.FAMILIES[f].scope for f in args.family}
+    if len(scopes) > 1:
+        raise ValueError(f"families {args.family} mix scopes {sorted(scopes)}; measure them in separate calls")
+    per_model = scopes == {"model"}
+    seeds = [args.seed] if per_model else cfg["train"]["seeds"]
     ctx = metrics.Context(cfg, args.dataset, args.variant, seeds, resolve_device(cfg["device"]))
-    frame = metrics.run(args.family, ctx)
-    unit = f"seed{args.seed}" if family.scope == "model" else "seeds"
-    with atomic_path(paths.measure_unit(args.dataset, args.family, args.variant, unit)) as tmp:
-        frame.to_parquet(tmp, index=False)
-    print(f"{args.family} {args.variant} {unit}: {len(frame)} rows")
+    unit = f"seed{args.seed}" if per_model else "seeds"
+    for family in args.family:
+        frame = metrics.run(family, ctx)
+        with atomic_path(paths.measure_unit(args.dataset, family, args.variant, unit)) as tmp:
+            frame.to_parquet(tmp, index=False)
+        print(f"{family} {args.variant} {unit}: {len(frame)} rows", flush=True)
 
 
 def cmd_aggregate(args, cfg):
+    """Combine per-model rows into one tidy table per family (the family is read off each path)."""
+    from collections import defaultdict
+    from pathlib import Path
+
     import pandas as pd
 
-    from . import metrics
     from .io import atomic_path, save_csv
-    frames = [pd.read_parquet(p) for p in args.inputs]
-    table = metrics.aggregate(frames)
-    save_csv(paths.metric_table(args.dataset, args.family), table)
-    with atomic_path(paths.metric_table(args.dataset, args.family, "parquet")) as tmp:
-        pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
-    print(f"{paths.metric_table(args.dataset, args.family)}: {len(table)} rows")
+    from .tidy import aggregate
+    by_family = defaultdict(list)
+    for path in map(Path, args.inputs):
+        by_family[path.parent.parent.name].append(pd.read_parquet(path))
+    for family, frames in sorted(by_family.items()):
+        save_csv(paths.metric_table(args.dataset, family), aggregate(frames))
+        with atomic_path(paths.metric_table(args.dataset, family, "parquet")) as tmp:
+            pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+        print(f"{paths.metric_table(args.dataset, family)}: {sum(map(len, frames))} per-image rows")
 
 
 def cmd_summary(args, cfg):
@@ -145,14 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("dataset", "variant", "method", "split"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--seed", required=True, type=int)
-    p = step("measure", cmd_measure, "compute one metric family for one model (or every seed of a variant)")
-    for name in ("dataset", "family", "variant"):
+    p = step("measure", cmd_measure, "compute metric families for one model (or every seed of a variant)")
+    for name in ("dataset", "variant"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--family", required=True, action="append", help="metric family (repeatable, same scope)")
     p.add_argument("--seed", type=int, default=-1, help="model seed (ignored by families that span seeds)")
-    p = step("aggregate", cmd_aggregate, "combine per-model metric rows into the tidy table")
+    p = step("aggregate", cmd_aggregate, "combine per-model metric rows into one tidy table per family")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--family", required=True)
-    p.add_argument("inputs", nargs="+", help="per-model .parquet files written by `measure`")
+    p.add_argument("inputs", nargs="+", help="per-model .parquet files written by `measure` "
+                   "(results/metrics/{dataset}/{family}/{variant}/{unit}.parquet)")
     p = step("summary", cmd_summary, "headline numbers (mean and sd over seeds) as JSON for `dvc metrics show`")
     p.add_argument("--out", default="results/summary.json")
     p = step("figures", cmd_figures, "draw figures of a dataset from its tidy tables (never touches a model)")

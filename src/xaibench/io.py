@@ -67,3 +67,14 @@ def save_json(path: str | Path, obj) -> None:
 def save_csv(path: str | Path, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def load_explanation(path: str | Path) -> dict[str, np.ndarray]:
+    """Read an explanation file; refuse maps with NaN/inf so no metric silently averages them."""
+    arrays = load_npz(path)
+    if "maps" not in arrays:
+        raise ValueError(f"{path}: not an explanation file (no 'maps' array)")
+    if not np.isfinite(arrays["maps"]).all():
+        bad = int((~np.isfinite(arrays["maps"])).any(axis=(1, 2)).sum())
+        raise ValueError(f"{path}: {bad} maps contain NaN or inf; rerun the explain step for it")
+    return arrays

@@ -35,5 +35,5 @@ def test_dvc_repro_push_clone_pull_restamp(tmp_path):
     assert "Nothing to be done" in out.stdout + out.stderr
     shutil.rmtree(clone / "results/figures")
     out = run(["snakemake", "--cores", "2", "figures"], clone)
-    assert set(jobs_of(out.stdout + out.stderr)) == {"figure", "figures"}
+    assert set(jobs_of(out.stdout + out.stderr)) == {"draw_figures_1", "draw_figures_2", "figures"}
     assert (clone / "results/figures/shapes/accuracy.png").is_file()

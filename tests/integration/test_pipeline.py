@@ -8,10 +8,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from xaibench import catalog, config
-from xaibench.metrics import COLUMNS
+from xaibench import config
+from xaibench.figures import wanted
+from xaibench.tidy import COLUMNS
 
-from .helpers import copy_workflow, jobs_of, run
+from .helpers import REPO, copy_workflow, jobs_of, run
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,10 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         assert len(table) > 0 and table.value.notna().any()
         assert set(table.variant) == set(cfg["train"]["variants"])
     figures = list((root / "results/figures/shapes").glob("*.png"))
-    assert len(figures) >= 4 and all(Image.open(f).size[0] > 300 for f in figures)
+    assert {f.stem for f in figures} == set(wanted(cfg))
+    assert all(Image.open(f).size[0] > 300 for f in figures)
+    for name in wanted(cfg):
+        assert (REPO / f"report/captions/{name}.rst").is_file(), f"figure {name} has no report caption"
     assert (root / "results/summary.json").is_file()
     assert list((root / "results/benchmarks/train").rglob("*.tsv"))  # Snakemake's per-job time and memory
 
@@ -47,7 +51,7 @@ def test_figures_target_redraws_without_training(smoke_run):
     shutil.rmtree(root / "results/figures")
     out = run(["snakemake", "--cores", "2", "figures"], root)
     jobs = jobs_of(out.stdout + out.stderr)
-    assert set(jobs) == {"figure", "figures"}, jobs
+    assert set(jobs) == {"draw_figures_1", "draw_figures_2", "figures"}, jobs
     assert (root / "results/figures/shapes/accuracy.png").is_file()
 
 
@@ -55,7 +59,8 @@ def test_report_builds(smoke_run):
     root, _ = smoke_run
     run(["snakemake", "--report", "results/report.html"], root)
     html = (root / "results/report.html").read_text(errors="ignore")
-    assert catalog.FIGURES["accuracy"]["caption"][:40] in html
+    caption = (REPO / "report/captions/accuracy.rst").read_text().split()
+    assert " ".join(caption[:6]) in html
 
 
 def test_changed_setting_reruns_only_what_depends_on_it(smoke_run, tmp_path):
@@ -64,7 +69,7 @@ def test_changed_setting_reruns_only_what_depends_on_it(smoke_run, tmp_path):
     params["figures"]["dpi"] = 72
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     out = run(["snakemake", "-n", "--configfile", str(tmp_path / "p.yaml")], root)
-    assert set(jobs_of(out.stdout + out.stderr)) == {"figure", "all"}  # no train, explain or measure job
+    assert set(jobs_of(out.stdout + out.stderr)) == {"draw_figures_1", "draw_figures_2", "all"}  # nothing upstream
 
 
 def test_bad_settings_fail_at_parse_time_naming_the_key(tmp_path):

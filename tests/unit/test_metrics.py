@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from xaibench.metrics import aggregate, rows
+from xaibench.tidy import aggregate, rows
 from xaibench.metrics.localization import pixel_average_precision, pointing_game, relevance_mass
 from xaibench.metrics.salience import histogram_entropy, spatial_entropy
 

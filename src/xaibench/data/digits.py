@@ -6,11 +6,11 @@ mask is the stroke: pixels whose original intensity (0-16) is at least `stroke_t
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 def prepare(cfg: dict, size: int, seed: int):
+    import torch
+    import torch.nn.functional as F
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..io import load_npz, save_json, save_npz
 
@@ -33,11 +32,13 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def tensors(self, idx=slice(None)) -> torch.Tensor:
+    def tensors(self, idx=slice(None)) -> "torch.Tensor":
         """Images as float [B,3,H,W] in [0,1] (models normalise internally)."""
+        import torch  # lazily: reading data for figures needs no torch
         return torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2).float().div_(255)
 
-    def mask_tensor(self, idx=slice(None), key: str = "masks") -> torch.Tensor | None:
+    def mask_tensor(self, idx=slice(None), key: str = "masks") -> "torch.Tensor | None":
+        import torch
         arr = self.masks if key == "masks" else (self.extras or {}).get(key)
         return None if arr is None else torch.from_numpy(arr[idx]).float().div_(255)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..io import load_npz, save_npz
+from ..io import load_explanation, save_npz
 
 EXPLAINERS: dict[str, Callable] = {}
 
@@ -88,15 +88,8 @@ def save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     save_npz(path, **arrays)
 
 
-def load(path: str | Path) -> dict[str, np.ndarray]:
-    """Read an explanation file; refuse maps with NaN/inf so no metric silently averages them."""
-    arrays = load_npz(path)
-    if "maps" not in arrays:
-        raise ValueError(f"{path}: not an explanation file (no 'maps' array)")
-    if not np.isfinite(arrays["maps"]).all():
-        bad = int((~np.isfinite(arrays["maps"])).any(axis=(1, 2)).sum())
-        raise ValueError(f"{path}: {bad} maps contain NaN or inf; rerun the explain step for it")
-    return arrays
+load = load_explanation  # reading needs no torch (io.load_explanation), so figures stay light
+
 
 
 # Explainers in their own modules register themselves on import.

@@ -99,47 +99,72 @@ def localization(cfg, dataset):
     return save(fig, cfg, dataset, "localization")
 
 
-@register("entropy")
-def entropy(cfg, dataset):
-    data = table(dataset, "entropy")
-    data = data[data.split == "test"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ["spatial_entropy", "histogram_entropy"]):
-        seed_points(ax, data[data.metric == metric], "method", "value", "variant", hue_order=_variants(cfg))
-        ax.set(title=metric.replace("_", " ") + " (lower = more focused)", xlabel="explainer", ylabel="normalised entropy", ylim=(0, 1.02))
-    fig.suptitle(f"{dataset}: salience-map entropy (test split; mean ± sd over seeds)")
-    return save(fig, cfg, dataset, "entropy")
+def tile(image=None, heat=None, cmap: str = "jet", alpha: float = 0.5, scale=None, border=None) -> np.ndarray:
+    """One RGB tile [H,W,3] in [0,1]: an image, a heat map, or a heat map laid over an image.
+
+    `heat` is min-max scaled unless `scale=(lo, hi)` fixes its range; `border` colours a 2 px frame
+    (e.g. red for a wrong prediction).
+    """
+    out = np.zeros((*np.shape(image if image is not None else heat)[:2], 3))
+    if image is not None:
+        img = np.asarray(image, dtype=float)
+        out = (img / 255.0 if img.max() > 1 else img)
+        out = np.repeat(out[..., None], 3, -1) if out.ndim == 2 else out
+    if heat is not None:
+        h = np.asarray(heat, dtype=float)
+        lo, hi = scale if scale is not None else (h.min(), h.max())
+        colour = matplotlib.colormaps[cmap](np.clip((h - lo) / max(hi - lo, 1e-12), 0, 1))[..., :3]
+        out = colour if image is None else (1 - alpha) * out + alpha * colour
+    out = np.array(out, dtype=float)
+    if border is not None:
+        rgb = matplotlib.colors.to_rgb(border)
+        out[:2], out[-2:], out[:, :2], out[:, -2:] = rgb, rgb, rgb, rgb
+    return out
+
+
+def mosaic(tiles: list[list[np.ndarray | None]], col_titles: list[str], row_titles: list[str], title: str,
+           row_colours: list[str] | None = None, cell: float = 1.5):
+    """Draw a grid of tiles as one image (one axes), so a gallery costs one imshow, not hundreds."""
+    h, w = next(t for row in tiles for t in row if t is not None).shape[:2]
+    pad = max(2, h // 16)
+    canvas = np.ones((len(tiles) * (h + pad) + pad, len(tiles[0]) * (w + pad) + pad, 3))
+    for r, row in enumerate(tiles):
+        for c, t in enumerate(row):
+            if t is not None:
+                y, x = pad + r * (h + pad), pad + c * (w + pad)
+                canvas[y:y + h, x:x + w] = t
+    fig, ax = plt.subplots(figsize=(cell * len(tiles[0]) + 1, cell * len(tiles) + 0.8))
+    ax.imshow(canvas, interpolation="none")
+    ax.set_xticks([pad + c * (w + pad) + w / 2 for c in range(len(tiles[0]))], col_titles, fontsize=7)
+    ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(len(tiles))], row_titles, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for label, colour in zip(ax.get_yticklabels(), row_colours or []):
+        label.set_color(colour)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=9, pad=22)
+    return fig
 
 
 @register("gallery")
 def gallery(cfg, dataset):
     """Example test images, their ground-truth mask, and each variant's map per method (first seed)."""
-    from .. import explain
     from ..data import read_split
+    from ..io import load_explanation
     split = read_split(paths.prepared(dataset), "test")
     n = min(cfg["figures"]["gallery_images"], len(split))
     idx = np.linspace(0, len(split) - 1, n).astype(int)
     seed = cfg["train"]["seeds"][0]
     cols = [(v, m) for v in _variants(cfg) for m in catalog.methods_for(cfg["explain"]["methods"], v)]
-    ncols = 2 + len(cols)
-    fig, axes = plt.subplots(n, ncols, figsize=(1.6 * ncols, 1.6 * n), squeeze=False)
-    maps = {c: explain.load(paths.explanation(dataset, c[0], seed, c[1], "test")) for c in cols}
+    maps = {c: load_explanation(paths.explanation(dataset, c[0], seed, c[1], "test")) for c in cols}
     classes = _classes(dataset)
-    for r, i in enumerate(idx):
-        axes[r, 0].imshow(split.images[i])
-        axes[r, 0].set_ylabel(classes[split.labels[i]], fontsize=8)
-        axes[r, 1].imshow(split.masks[i] if split.masks is not None else np.zeros(split.images.shape[1:3]), cmap="gray", vmin=0, vmax=255)
-        for c, key in enumerate(cols):
-            m = maps[key]["maps"][i].astype(float)
-            axes[r, 2 + c].imshow(split.images[i])
-            axes[r, 2 + c].imshow(m / max(m.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            ok = maps[key]["predictions"][i] == split.labels[i]
-            axes[r, 2 + c].set_title(f"pred {classes[maps[key]['predictions'][i]]}", fontsize=7, color="black" if ok else "red")
-    for c, title in enumerate(["image", "mask"] + [f"{v}\n{m}" for v, m in cols]):
-        axes[0, c].annotate(title, (0.5, 1.35), xycoords="axes fraction", ha="center", fontsize=8, weight="bold")
-    for ax in axes.flat:
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(f"{dataset}: test images, ground-truth masks and maps (seed {seed}; red title = wrong prediction)", y=1.02)
+    masks = split.masks if split.masks is not None else np.zeros(split.images.shape[:3], np.uint8)
+    tiles = [[tile(split.images[i]), tile(masks[i])] +
+             [tile(split.images[i], maps[key]["maps"][i], border=None if maps[key]["predictions"][i] == split.labels[i]
+                   else "red") for key in cols] for i in idx]
+    fig = mosaic(tiles, ["image", "mask"] + [f"{v}\n{m}" for v, m in cols], [classes[split.labels[i]] for i in idx],
+                 f"{dataset}: test images, ground-truth masks and maps (seed {seed}; red frame = wrong prediction)")
     return save(fig, cfg, dataset, "gallery")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import paths
-from . import PALETTE, _classes, _variants, plt, register, save, seed_points, table
+from . import PALETTE, _classes, _variants, mosaic, plt, register, save, seed_points, table, tile
 
 LINESTYLES = ["-", "--", ":", "-."]
 
@@ -79,25 +79,16 @@ def lap_attention(cfg, dataset):
         combined = lap_explainer(model, x, pred)
     classes = _classes(dataset)
     cols = ["image", "mask"] + [f"LAP layer {i + 1}\n{tuple(m.shape[-2:])}" for i, m in enumerate(layers)] + \
-           [f"head, predicted class\n{tuple(head.shape[-2:])}", f"combined ({model.combine})"]
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.7 * n), squeeze=False)
-    for r in range(n):
-        i = idx[r]
-        axes[r, 0].imshow(split.images[i])
-        axes[r, 0].set_ylabel(f"{classes[split.labels[i]]}\npred {classes[pred[r]]}", fontsize=7,
-                              color="black" if pred[r] == split.labels[i] else "red")
-        axes[r, 1].imshow(split.masks[i] if split.masks is not None else np.zeros(split.images.shape[1:3]),
-                          cmap="gray", vmin=0, vmax=255)
+           [f"head, predicted\n{tuple(head.shape[-2:])}", f"combined ({model.combine})"]
+    masks = split.masks if split.masks is not None else np.zeros(split.images.shape[:3], np.uint8)
+    tiles = []
+    for r, i in enumerate(idx):
         # score maps are in [0,1] by construction; shown on that fixed scale so layers compare
-        for c, m in enumerate(layer_maps + [head_map]):
-            axes[r, 2 + c].imshow(m[r].numpy(), cmap="viridis", vmin=0, vmax=1)
-        comb = combined[r].numpy()
-        axes[r, -1].imshow(split.images[i])
-        axes[r, -1].imshow(comb / max(comb.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
-    for c, title in enumerate(cols):
-        axes[0, c].set_title(title, fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(f"{dataset}: LAP attention by layer (seed {seed}; score maps on a fixed 0–1 scale; "
-                 "last column max-normalised)", y=1.01, fontsize=9)
+        tiles.append([tile(split.images[i]), tile(masks[i])] +
+                     [tile(heat=m[r].numpy(), cmap="viridis", scale=(0, 1)) for m in layer_maps + [head_map]] +
+                     [tile(split.images[i], combined[r].numpy())])
+    rows = [f"{classes[split.labels[i]]} → {classes[pred[r]]}" for r, i in enumerate(idx)]
+    colours = ["black" if pred[r] == split.labels[i] else "red" for r, i in enumerate(idx)]
+    fig = mosaic(tiles, cols, rows, f"{dataset}: LAP attention by layer (seed {seed}; label → prediction, red = wrong; "
+                 "score maps on a fixed 0–1 scale, last column min-max scaled)", row_colours=colours, cell=1.7)
     return save(fig, cfg, dataset, "lap_attention")

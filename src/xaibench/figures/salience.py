@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import catalog, paths
 from ..io import atomic_path, save_csv
-from . import PALETTE, _variants, plt, register, save, sns, table
+from . import PALETTE, mosaic, tile, _variants, plt, register, save, sns, table
 
 TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
 MODES = ["background", "object"]
@@ -25,7 +25,9 @@ def per_image(dataset: str, family: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: per-image rows missing; run `snakemake --cores all measure` first")
     data = pd.read_parquet(path)
-    data["setting"] = data["setting"].astype(object).fillna("")
+    for col in ("dataset", "variant", "method", "split", "metric", "setting"):
+        data[col] = data[col].astype(object)  # Arrow-backed strings make seaborn's grouping ~10x slower
+    data["setting"] = data["setting"].fillna("")
     return data
 
 
@@ -234,32 +236,21 @@ def salience_summary(cfg, dataset):
 @register("salience_gallery")
 def salience_gallery(cfg, dataset):
     """Same test images, every seed's map: rows = variant × seed, columns = image × explainer."""
-    from .. import explain
+    from ..io import load_explanation
     from ..data import read_split
     split = read_split(paths.prepared(dataset), "test")
     idx = np.linspace(0, len(split) - 1, min(GALLERY_IMAGES, len(split))).astype(int)
     methods, seeds, variants = cfg["explain"]["methods"], cfg["train"]["seeds"], _variants(cfg)
     cols = [(i, m) for i in idx for m in methods]
-    nrows = 1 + len(variants) * len(seeds)
-    fig, axes = plt.subplots(nrows, len(cols), figsize=(1.5 * len(cols), 1.5 * nrows), squeeze=False)
-    for c, (i, m) in enumerate(cols):
-        axes[0, c].imshow(split.images[i])
-        axes[0, c].set_title(f"test #{i}\n{m}", fontsize=7)
-    for v, variant in enumerate(variants):
+    tiles, labels, colours = [[tile(split.images[i]) for i, _ in cols]], ["image"], ["black"]
+    for variant in variants:
         usable = catalog.methods_for(methods, variant)
-        for s, seed in enumerate(seeds):
-            r = 1 + v * len(seeds) + s
-            axes[r, 0].set_ylabel(f"{variant}\nseed {seed}", fontsize=7, color=PALETTE.get(variant, "black"))
-            maps = {m: explain.load(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
-            for c, (i, m) in enumerate(cols):
-                if m not in maps:
-                    continue
-                a = maps[m][i].astype(float)
-                a = (a - a.min()) / max(a.max() - a.min(), 1e-12)
-                axes[r, c].imshow(split.images[i])
-                axes[r, c].imshow(a, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-    for ax in axes.flat:
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(f"{dataset}: the same test images explained by every training run (rows: variant × seed; "
-                 "maps min-max scaled)", y=1.0)
+        for seed in seeds:
+            maps = {m: load_explanation(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
+            tiles.append([tile(split.images[i], maps[m][i]) if m in maps else None for i, m in cols])
+            labels.append(f"{variant} seed {seed}")
+            colours.append(PALETTE.get(variant, "black"))
+    fig = mosaic(tiles, [f"test #{i}\n{m}" for i, m in cols], labels,
+                 f"{dataset}: the same test images explained by every training run (maps min-max scaled)",
+                 row_colours=colours)
     return save(fig, cfg, dataset, "salience_gallery")

@@ -19,8 +19,7 @@ from .. import catalog, paths
 from .. import explain as ex
 from ..data import read_meta, read_split
 
-COLUMNS = ["dataset", "variant", "seed", "method", "split", "metric", "setting", "level", "value"]
-ROW_COLUMNS = ["method", "split", "metric", "setting", "level", "image", "value"]
+from ..tidy import COLUMNS, ROW_COLUMNS, aggregate, rows  # noqa: F401  (the families' row helpers)
 
 
 @dataclass
@@ -83,13 +82,6 @@ class Context:
         return id(self)
 
 
-def rows(method: str, split: str, metric: str, values, setting: str = "", level: float = np.nan) -> pd.DataFrame:
-    """Per-image rows for one metric: `values` is [N] (image i -> value)."""
-    values = np.asarray(values, dtype=float).reshape(-1)
-    return pd.DataFrame({"method": method, "split": split, "metric": metric, "setting": setting,
-                         "level": float(level), "image": np.arange(len(values)), "value": values})
-
-
 def run(name: str, ctx: Context) -> pd.DataFrame:
     frame = FAMILIES[name].fn(ctx)
     if frame.empty:
@@ -98,15 +90,6 @@ def run(name: str, ctx: Context) -> pd.DataFrame:
     frame.insert(1, "variant", ctx.variant)
     frame.insert(2, "seed", ctx.seed if FAMILIES[name].scope == "model" else -1)
     return frame
-
-
-def aggregate(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Mean over images -> the tidy table, one row per model × method × split × metric × setting × level."""
-    data = pd.concat(frames, ignore_index=True)
-    keys = [c for c in COLUMNS if c != "value"]
-    data["setting"] = data["setting"].fillna("")
-    out = data.groupby(keys, dropna=False, sort=True)["value"].mean().reset_index()
-    return out[COLUMNS]
 
 
 def summarize(cfg: dict) -> dict:

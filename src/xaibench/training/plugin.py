@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..data import read_meta, read_split
 from ..io import atomic_path, save_json
 from ..models.lap import calibrate_scores, lapify
-from .fit import _lr, evaluate, load_model, predict, resolve_device
+from .fit import CHANNELS_LAST, _lr, evaluate, load_model, predict, resolve_device
 from .losses import LOSSES
 
 VARIANT = "lap_plugin"
@@ -64,7 +64,8 @@ def plugin(cfg: dict, data_root: str | Path, seed: int, src: str | Path, out: st
         total, correct = 0.0, 0
         for i in tqdm(range(0, n, bs), desc=f"{VARIANT} seed{seed} epoch {epoch + 1}/{pcfg['epochs']}", mininterval=1):
             idx = np.sort(order[i:i + bs])
-            x, y = train_split.tensors(idx).to(device), torch.from_numpy(train_split.labels[idx]).to(device)
+            x = train_split.tensors(idx).to(device, memory_format=CHANNELS_LAST)
+            y = torch.from_numpy(train_split.labels[idx]).to(device)
             m = train_split.mask_tensor(idx)
             loss, logits = loss_fn(model, x, y, None if m is None else m.to(device), tcfg)
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,28 @@
+"""The tidy long format every metric lands in (DESIGN §2.4); pandas only, so combining tables is cheap.
+
+Per-image rows carry ROW_COLUMNS plus dataset/variant/seed; `aggregate` averages them into one row
+per dataset × variant × seed × method × split × metric × setting × level.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["dataset", "variant", "seed", "method", "split", "metric", "setting", "level", "value"]
+ROW_COLUMNS = ["method", "split", "metric", "setting", "level", "image", "value"]
+
+
+def rows(method: str, split: str, metric: str, values, setting: str = "", level: float = np.nan) -> pd.DataFrame:
+    """Per-image rows for one metric: `values` is [N] (image i -> value)."""
+    values = np.asarray(values, dtype=float).reshape(-1)
+    return pd.DataFrame({"method": method, "split": split, "metric": metric, "setting": setting,
+                         "level": float(level), "image": np.arange(len(values)), "value": values})
+
+
+def aggregate(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Mean over images -> the tidy table."""
+    data = pd.concat(frames, ignore_index=True)
+    keys = [c for c in COLUMNS if c != "value"]
+    data["setting"] = data["setting"].fillna("")
+    out = data.groupby(keys, dropna=False, sort=True)["value"].mean().reset_index()
+    return out[COLUMNS]
