@@ -77,7 +77,7 @@ def accuracy(cfg, dataset):
         ax.axhline(1 / k, ls=":", c="grey", lw=1)
         ax.text(len(order) - 0.5, 1 / k, " chance", va="bottom", ha="right", color="grey", fontsize=8)
     ax.set(ylim=(0, 1.02), xlabel="", ylabel="accuracy", title=f"{dataset}: accuracy by training variant (bars: mean ± sd over seeds)")
-    ax.legend(title="variant", loc="lower left")
+    ax.legend(title="variant", loc="upper left", bbox_to_anchor=(1.01, 1))
     return save(fig, cfg, dataset, "accuracy")
 
 
