@@ -115,6 +115,49 @@ def _lr(base: float, epoch: int, epochs: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
 
+def fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg: dict, lr: float, epoch: int, epochs: int,
+              seed: int, device, desc: str) -> dict:
+    """One epoch of training plus validation; returns its history row.
+
+    The batch order and every random draw come from generators seeded by (seed, epoch) alone, so a
+    resumed run repeats exactly what an uninterrupted one would have done.
+    """
+    torch.manual_seed(seed * 100003 + epoch)
+    n, bs = len(train_split), tcfg["batch_size"]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch)).numpy()
+    for group in opt.param_groups:
+        group["lr"] = _lr(lr, epoch, epochs)
+    model.train()
+    total, correct, seen = 0.0, 0, 0
+    bar = tqdm(range(0, n, bs), desc=f"{desc} epoch {epoch + 1}/{epochs}", mininterval=1)
+    for i in bar:
+        idx = np.sort(order[i:i + bs])
+        x = train_split.tensors(idx).to(device, memory_format=CHANNELS_LAST)
+        y = torch.from_numpy(train_split.labels[idx]).to(device)
+        m = train_split.mask_tensor(idx)
+        loss, logits = loss_fn(model, x, y, None if m is None else m.to(device), tcfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+    val_acc = float((predict(model, val_split, 256, device).argmax(1).numpy() == val_split.labels).mean())
+    return {"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen, "val_accuracy": val_acc}
+
+
+def save_model(out: Path, mcfg: dict, model, history: list[dict], summary: dict) -> None:
+    """Write model.pt (weights + config + history), history.csv and summary.json, each atomically."""
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "history": history}, tmp)
+    with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["epoch", "loss", "train_accuracy", "val_accuracy"])
+        writer.writeheader()
+        writer.writerows(history)
+    save_json(out / "summary.json", summary)
+
+
 def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto",
           stop_after: int | None = None) -> dict:
     """Train one model and write model.pt, history.csv and summary.json under `out`.
@@ -149,45 +192,17 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
         else:
             print(f"{ckpt_path}: made with other settings; starting afresh", flush=True)
 
-    n, bs = len(train_split), tcfg["batch_size"]
     for epoch in range(start, tcfg["epochs"]):
         if stop_after is not None and epoch >= stop_after:
             return {}
-        torch.manual_seed(seed * 100003 + epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch)).numpy()
-        for group in opt.param_groups:
-            group["lr"] = _lr(tcfg["lr"], epoch, tcfg["epochs"])
-        model.train()
-        total, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(0, n, bs), desc=f"{variant} seed{seed} epoch {epoch + 1}/{tcfg['epochs']}", mininterval=1)
-        for i in bar:
-            idx = np.sort(order[i:i + bs])
-            x = train_split.tensors(idx).to(device, memory_format=CHANNELS_LAST)
-            y = torch.from_numpy(train_split.labels[idx]).to(device)
-            m = train_split.mask_tensor(idx)
-            loss, logits = loss_fn(model, x, y, None if m is None else m.to(device), tcfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
-        val_logits = predict(model, val_split, 256, device)
-        val_acc = float((val_logits.argmax(1).numpy() == val_split.labels).mean())
-        history.append({"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen, "val_accuracy": val_acc})
+        history.append(fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg, tcfg["lr"], epoch, tcfg["epochs"],
+                                 seed, device, f"{variant} seed{seed}"))
         with atomic_path(ckpt_path) as tmp:
             torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
                         "epoch": epoch, "history": history}, tmp)
 
     summary = {"variant": variant, "seed": seed, "dataset": meta["dataset"], "epochs": tcfg["epochs"],
                **evaluate(model, data_root, meta, 256, device)}
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "history": history}, tmp)
-    with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    save_json(out / "summary.json", summary)
+    save_model(out, mcfg, model, history, summary)
     ckpt_path.unlink(missing_ok=True)
     return summary

@@ -9,17 +9,14 @@ model's before any fine-tuning, and how far the plug-in moved predictions at ini
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data import read_meta, read_split
-from ..io import atomic_path, save_json
 from ..models.lap import calibrate_scores, lapify
-from .fit import CHANNELS_LAST, _lr, evaluate, load_model, predict, resolve_device
+from .fit import evaluate, fit_epoch, load_model, predict, resolve_device, save_model
 from .losses import LOSSES
 
 VARIANT = "lap_plugin"
@@ -54,28 +51,9 @@ def plugin(cfg: dict, data_root: str | Path, seed: int, src: str | Path, out: st
             "train": {**base_cfg["train"], "lap": lcfg}}
     loss_fn = LOSSES["lap"]
     opt = torch.optim.AdamW(model.parameters(), lr=pcfg["lr"], weight_decay=tcfg["weight_decay"])
-    history = []
-    for epoch in range(pcfg["epochs"]):
-        torch.manual_seed(seed * 100003 + epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch)).numpy()
-        for group in opt.param_groups:
-            group["lr"] = _lr(pcfg["lr"], epoch, pcfg["epochs"])
-        model.train()
-        total, correct = 0.0, 0
-        for i in tqdm(range(0, n, bs), desc=f"{VARIANT} seed{seed} epoch {epoch + 1}/{pcfg['epochs']}", mininterval=1):
-            idx = np.sort(order[i:i + bs])
-            x = train_split.tensors(idx).to(device, memory_format=CHANNELS_LAST)
-            y = torch.from_numpy(train_split.labels[idx]).to(device)
-            m = train_split.mask_tensor(idx)
-            loss, logits = loss_fn(model, x, y, None if m is None else m.to(device), tcfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-        val = read_split(data_root, "val")
-        val_acc = float((predict(model, val, 256, device).argmax(1).numpy() == val.labels).mean())
-        history.append({"epoch": epoch + 1, "loss": total / n, "train_accuracy": correct / n, "val_accuracy": val_acc})
+    val_split = read_split(data_root, "val")
+    history = [fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg, pcfg["lr"], epoch, pcfg["epochs"], seed,
+                         device, f"{VARIANT} seed{seed}") for epoch in range(pcfg["epochs"])]
 
     after = evaluate(model, data_root, meta, 256, device)
     summary = {"variant": VARIANT, "seed": seed, "dataset": meta["dataset"], "epochs": pcfg["epochs"], **after,
@@ -83,12 +61,5 @@ def plugin(cfg: dict, data_root: str | Path, seed: int, src: str | Path, out: st
                           "after": after,
                           "test_agreement_at_init": float((init_logits.argmax(1) == original_logits.argmax(1)).float().mean()),
                           "test_max_logit_change_at_init": float((init_logits - original_logits).abs().max())}}
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "history": history}, tmp)
-    if history:
-        with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(history[0]))
-            writer.writeheader()
-            writer.writerows(history)
-    save_json(out / "summary.json", summary)
+    save_model(out, mcfg, model, history, summary)
     return summary
