@@ -30,7 +30,7 @@ def lap_faithfulness(cfg, dataset):
         axes[0].fill_between(mean.index, mean - sd, mean + sd, color=PALETTE.get(variant), alpha=0.12)
     axes[0].set(xlabel="share of pixels removed (most relevant first)", ylabel="probability of the explained class",
                 title="deletion curves\n(mean ± sd over seeds)", ylim=(0, 1.02))
-    axes[0].legend(fontsize=7, title="variant / explainer", title_fontsize=7)
+    axes[0].legend(fontsize=7, title="variant / explainer", title_fontsize=7, handlelength=4)
     seed_points(axes[1], dele[dele.metric == "deletion_auc"], "method", "value", "variant", order=methods,
                 hue_order=variants)
     axes[1].set(title="deletion AUC\n(lower = more faithful)", xlabel="explainer", ylabel="area under the curve", ylim=(0, 1.02))
