@@ -133,6 +133,16 @@ def _model(ctx):
     return _ReuseFeatures(ctx.model(ctx.seed).eval())
 
 
+def _setup(ctx, family: str):
+    """What every altered-image family starts from: settings, batch size, the model (sharing its
+    forward pass between explainers), device, the test images used, the explainers, their saved
+    clean maps and targets, and the explainer functions."""
+    data, n = _test_images(ctx, family)
+    methods = ctx.methods
+    return (_settings(ctx), ctx.cfg["explain"]["batch_size"], _model(ctx), ctx.device, data, n, methods,
+            {m: _clean(ctx, m, n) for m in methods}, {m: ex.get(m) for m in methods})
+
+
 def _explain(fn, model, x, logits, fixed, mode: str) -> torch.Tensor:
     """Map of an altered image: for its own predicted class (`predicted`, the reference code's
     choice) or for the clean image's target (`fixed`). Rounded to float16 like the saved maps, so
@@ -186,12 +196,7 @@ def noise(ctx) -> pd.DataFrame:
     and on test (setting 'ood'; maps computed here for the predicted class, since the explain step
     may not cover ood).
     """
-    s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
-    model, dev = _model(ctx), ctx.device
-    data, n = _test_images(ctx, "noise")
-    methods = ctx.methods
-    clean = {m: _clean(ctx, m, n) for m in methods}
-    fns = {m: ex.get(m) for m in methods}
+    s, bs, model, dev, data, n, methods, clean, fns = _setup(ctx, "noise")
     gen = torch.Generator().manual_seed(s["noise_seed"])
     parts = defaultdict(list)
     for sl in _batches(n, bs):
@@ -291,12 +296,7 @@ def equivariance(ctx) -> pd.DataFrame:
     rank correlation is added as a scale-free check. Setting = transform name. Also per image
     `prediction_changed` (the reference notebook's only printed outcome).
     """
-    s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
-    model, dev = _model(ctx), ctx.device
-    data, n = _test_images(ctx, "equivariance")
-    methods = ctx.methods
-    clean = {m: _clean(ctx, m, n) for m in methods}
-    fns = {m: ex.get(m) for m in methods}
+    s, bs, model, dev, data, n, methods, clean, fns = _setup(ctx, "equivariance")
     h, w = data.images.shape[1:3]
     parts = defaultdict(list)
     for sl in _batches(n, bs):
@@ -450,12 +450,7 @@ def degradation(ctx) -> pd.DataFrame:
     class), `accuracy` (prediction == label) and per explainer `map_ssim` (map of the degraded
     image vs the clean map). Rows at level 0 hold the clean score and accuracy, where the curves start.
     """
-    s, bs = _settings(ctx), ctx.cfg["explain"]["batch_size"]
-    model, dev = _model(ctx), ctx.device
-    data, n = _test_images(ctx, "degradation")
-    methods = ctx.methods
-    clean = {m: _clean(ctx, m, n) for m in methods}
-    fns = {m: ex.get(m) for m in methods}
+    s, bs, model, dev, data, n, methods, clean, fns = _setup(ctx, "degradation")
     size_scale = min(data.images.shape[1:3]) / REF_SIZE
     parts = defaultdict(list)
     for sl in _batches(n, bs):
