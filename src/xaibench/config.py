@@ -57,10 +57,9 @@ def validate(cfg: dict) -> dict:
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_describe(errors[0]))
-    for name in cfg["datasets"]:
-        classes = set(cfg["data"]["shapes"]["classes"])
-        if name == "shapes" and classes & set(cfg["data"]["shapes"]["ood_classes"]):
-            raise ConfigError("data.shapes.ood_classes: must not overlap data.shapes.classes")
+    shapes = cfg["data"]["shapes"]
+    if set(shapes["classes"]) & set(shapes["ood_classes"]):
+        raise ConfigError("data.shapes.ood_classes: must not overlap data.shapes.classes")
     return cfg
 
 

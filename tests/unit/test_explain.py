@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from xaibench import explain
+from xaibench.io import load_explanation
 from xaibench.models import create_model
 
 
@@ -71,4 +72,4 @@ def test_nan_maps_are_refused(tmp_path):
     maps[1, 2, 2] = np.nan
     explain.save(tmp_path / "e.npz", {"maps": maps, "targets": np.zeros(3, np.int64)})
     with pytest.raises(ValueError, match="1 maps contain NaN"):
-        explain.load(tmp_path / "e.npz")
+        load_explanation(tmp_path / "e.npz")

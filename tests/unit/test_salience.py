@@ -12,6 +12,7 @@ from skimage.metrics import structural_similarity
 
 from xaibench import catalog, config, explain, metrics, paths
 from xaibench.data import prepare, read_split
+from xaibench.io import load_explanation
 from xaibench.metrics import salience as sal
 from xaibench.metrics.similarity import minmax, spearman, ssim
 from xaibench.training.fit import load_model, train
@@ -231,7 +232,7 @@ def test_stability_of_identical_and_of_independent_runs(project):
         rho = _values(frame, method=method, setting="0-7", metric="map_spearman")
         assert rho[~np.isnan(rho)] == pytest.approx(1.0, abs=1e-6)
         # NaN only for maps with no ranking at all (constant maps)
-        maps = explain.load(paths.explanation("shapes", "standard", 0, method, "test"))["maps"]
+        maps = load_explanation(paths.explanation("shapes", "standard", 0, method, "test"))["maps"]
         np.testing.assert_array_equal(np.isnan(rho), maps.reshape(48, -1).std(1) == 0)
         assert np.nanmean(_values(frame, method=method, setting="0-1", metric="map_ssim")) < 0.999
 

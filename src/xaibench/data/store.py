@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..io import load_npz, save_json, save_npz
+
+if TYPE_CHECKING:
+    import torch
 
 REQUIRED = {"images": (np.uint8, 4), "labels": (np.int64, 1)}
 OPTIONAL = {"masks": (np.uint8, 3), "masks2": (np.uint8, 3), "labels2": (np.int64, 1), "cue": (np.int64, 1)}

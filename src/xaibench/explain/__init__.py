@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..io import load_explanation, save_npz
+from ..io import save_npz
 
 EXPLAINERS: dict[str, Callable] = {}
 
@@ -86,9 +86,6 @@ def explain_split(model, split, method: str, target: str, batch_size: int, devic
 
 def save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     save_npz(path, **arrays)
-
-
-load = load_explanation  # reading needs no torch (io.load_explanation), so figures stay light
 
 
 

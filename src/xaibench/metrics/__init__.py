@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .. import catalog, paths
-from .. import explain as ex
+from ..io import load_explanation
 from ..data import read_meta, read_split
 
 from ..tidy import COLUMNS, ROW_COLUMNS, aggregate, rows  # noqa: F401  (the families' row helpers)
@@ -76,7 +76,7 @@ class Context:
         return model
 
     def explanation(self, seed: int, method: str, split: str) -> dict:
-        return ex.load(paths.explanation(self.dataset, self.variant, seed, method, split))
+        return load_explanation(paths.explanation(self.dataset, self.variant, seed, method, split))
 
     def __hash__(self):
         return id(self)
