@@ -12,12 +12,11 @@ import torch
 
 from . import register, upsample
 
-COMBINE = None  # None: the model's own setting (train.lap.combine, stored in its checkpoint)
 COMBINES = ("product", "mean")
 
 
 def combine_layers(layer_maps: list[torch.Tensor], size, how: str) -> torch.Tensor:
-    """[B,1,h_l,w_l] per layer -> [B,H,W]; no layers -> ones (only the head map remains)."""
+    """[B,1,h_l,w_l] per layer -> [B,H,W]; None when the model has no LAP layers (only the head map counts)."""
     if how not in COMBINES:
         raise ValueError(f"lap combine must be one of {COMBINES}, got {how!r}")
     ups = [upsample(m[:, 0].float(), size) for m in layer_maps]
@@ -33,7 +32,7 @@ def lap(model, images, targets, combine: str | None = None):
     if not hasattr(model, "attention"):
         raise ValueError("the lap explainer needs a LAP-extended model (variant lap or lap_plugin); "
                          f"got {type(model).__name__}")
-    how = combine or COMBINE or getattr(model, "combine", "product")
+    how = combine or getattr(model, "combine", "product")  # default: the model's train.lap.combine
     with torch.no_grad():
         layer_maps, head, _ = model.attention(images)
         size = images.shape[-2:]

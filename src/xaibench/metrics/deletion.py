@@ -20,13 +20,11 @@ order, so a flat region is removed in random order rather than top-left first.
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import register, rows
+from .salience import gaussian_blur  # scipy.ndimage.gaussian_filter, tested against it
 
 
 def removal_rank(maps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -39,19 +37,6 @@ def removal_rank(maps: torch.Tensor, generator: torch.Generator | None = None) -
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(p, device=flat.device).expand(b, p).contiguous())
     return rank.view_as(maps)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [B,C,H,W] with replicate padding (any sigma, any image size)."""
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = (k / k.sum()).view(1, 1, -1)
-    c = x.shape[1]
-    y = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def baseline_images(images: torch.Tensor, kind: str, blur_sigma: float = 0.1) -> torch.Tensor:
