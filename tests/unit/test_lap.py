@@ -26,6 +26,11 @@ class Fixed(nn.Module):
         return self.s
 
 
+def lap_model(arch: str, num_classes: int, beta_init: float = 12.0, **kw):
+    """The `lap` variant's architecture: `arch` with LAP pooling and a LAP head."""
+    return lapify(create_model(arch, num_classes, **kw), beta_init=beta_init)
+
+
 def _nontrivial_bn(model):
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -78,10 +83,10 @@ def test_gradients_reach_beta_and_score_network(mode, beta):
     assert (model.head.score[0].weight.grad.abs().sum() > 0) == (beta > 0)
 
 
-@pytest.mark.parametrize("arch,size", [("lap_small_cnn", 32), ("lap_resnet18", 16)])
+@pytest.mark.parametrize("arch,size", [("small_cnn", 32), ("resnet18", 16)])
 def test_lap_explainer_contract(arch, size):
     torch.manual_seed(0)
-    model = _nontrivial_bn(create_model(arch, 4, width=8, image_size=size)).eval()
+    model = _nontrivial_bn(lap_model(arch, 4, width=8, image_size=size)).eval()
     assert len(model.lap_layers()) == 3  # small_cnn: its 3 max-pools; resnet18 < 128 px: its 3 strided blocks
     x = torch.rand(5, 3, size, size)
     t = torch.tensor([0, 1, 2, 3, 0])
@@ -147,7 +152,7 @@ def test_plugin_command_writes_model_and_before_after(tiny_project, tiny_cfg):
     tiny_cfg["train"]["lap"]["plugin"].update(epochs=1, match_beta=1e4)
     data = tiny_project / "data/prepared/shapes"
     train(tiny_cfg, data, "standard", 0, tiny_project / "std", "cpu")
-    summary = plugin(tiny_cfg, data, 0, tiny_project / "std/model.pt", tiny_project / "plug", "cpu")
+    summary = plugin(tiny_cfg, data, "lap_plugin", 0, tiny_project / "plug", "cpu", src=tiny_project / "std/model.pt")
     info = json.loads((tiny_project / "plug/summary.json").read_text())["plugin"]
     assert {"original", "at_init", "after"} <= set(info) and info["test_agreement_at_init"] == 1.0
     assert info["at_init"]["test_accuracy"] == info["original"]["test_accuracy"]
@@ -157,7 +162,7 @@ def test_plugin_command_writes_model_and_before_after(tiny_project, tiny_cfg):
     maps = explain.get("lap")(model, torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
     assert maps.shape == (2, 32, 32)
     with pytest.raises(ValueError, match="expects a `standard` checkpoint"):
-        plugin(tiny_cfg, data, 0, tiny_project / "plug/model.pt", tiny_project / "again", "cpu")
+        plugin(tiny_cfg, data, "lap_plugin", 0, tiny_project / "again", "cpu", src=tiny_project / "plug/model.pt")
 
 
 def test_lap_variant_trains_and_loads(tiny_project, tiny_cfg):
@@ -227,12 +232,12 @@ def test_mask_injection_moves_attention_into_the_mask():
     mass = {}
     for injection in ("none", "mask"):
         torch.manual_seed(0)
-        model = create_model("lap_small_cnn", 2, width=8, beta_init=12.0)
+        model = lap_model("small_cnn", 2, width=8, beta_init=12.0)
         opt = torch.optim.AdamW(model.parameters(), lr=0.005)
         cfg = {"lap": {"injection": injection, "injection_weight": 1.0}}
         for epoch in range(6):
             for i in range(0, len(x), 32):
-                loss, _ = LOSSES["lap"](model, x[i:i + 32], y[i:i + 32], masks[i:i + 32], cfg)
+                loss, _ = LOSSES.get("lap")(model, x[i:i + 32], y[i:i + 32], masks[i:i + 32], cfg)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -246,13 +251,13 @@ def test_mask_injection_moves_attention_into_the_mask():
 
 def test_lap_loss_options():
     torch.manual_seed(0)
-    model = create_model("lap_small_cnn", 3, width=8)
+    model = lap_model("small_cnn", 3, width=8)
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    loss, logits = LOSSES["lap"](model, x, y, None, {"lap": {"injection": "none", "injection_weight": 1.0}})
+    loss, logits = LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "none", "injection_weight": 1.0}})
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
-    mil, logits = LOSSES["lap"](model, x, y, None, {"lap": {"injection": "mil", "injection_weight": 1.0}})
+    mil, logits = LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "mil", "injection_weight": 1.0}})
     assert mil > F.cross_entropy(logits, y)
     mil.backward()
     assert model.head.score[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs masks"):
-        LOSSES["lap"](model, x, y, None, {"lap": {"injection": "mask", "injection_weight": 1.0}})
+        LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "mask", "injection_weight": 1.0}})

@@ -1,36 +1,56 @@
 """Explainers: one batch contract for every method, registered by name.
 
-`explainer(model, images [B,3,H,W] in [0,1], targets [B]) -> maps [B,H,W]` float at input
+`explainer(model, images [B,3,H,W] in [0,1], targets [B], **options) -> maps [B,H,W]` float at input
 resolution, non-negative, not normalised (metrics normalise as their definitions say). The
 caller never needs to know which method it holds (the Captum pattern); adding a method is one
-function and one decorator (the timm pattern).
+function with `@register(name)` in a module plus its entry in `xaibench.catalog.EXPLAINERS` (the
+timm pattern). Options are keyword arguments with defaults; params.yaml sets them under
+`explain.options.{method}`, and `explain_split` refuses a name the function does not take.
+
+Reaching any layer: models are plain `nn.Module`s, so an explainer registers forward hooks on the
+modules it needs (`capture` below) instead of asking the model for special outputs.
 """
 from __future__ import annotations
 
+import inspect
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .. import catalog
 from ..io import save_npz
+from ..registry import Registry
 
-EXPLAINERS: dict[str, Callable] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        EXPLAINERS[name] = fn
-        return fn
-    return deco
+EXPLAINERS = Registry("explainer", catalog.EXPLAINERS)
+register, get = EXPLAINERS.register, EXPLAINERS.get
 
 
-def get(name: str) -> Callable:
-    if name not in EXPLAINERS:
-        raise ValueError(f"unknown explainer '{name}'; registered: {', '.join(sorted(EXPLAINERS))}")
-    return EXPLAINERS[name]
+def check_options(method: str, options: dict) -> dict:
+    """Refuse option names the explainer does not take, naming the settings key and the choices."""
+    params = inspect.signature(get(method)).parameters
+    allowed = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY or (p.default is not p.empty)]
+    for key in options:
+        if key not in allowed:
+            raise ValueError(f"explain.options.{method}.{key}: not an option of {method}; "
+                             f"choose from: {', '.join(allowed) or '(none)'}")
+    return dict(options)
+
+
+@contextmanager
+def capture(modules: dict):
+    """Record the outputs of named modules during a forward pass: `with capture({"l1": m}) as out:`."""
+    out, handles = {}, []
+    for name, module in modules.items():
+        handles.append(module.register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o)))
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def upsample(maps: torch.Tensor, size) -> torch.Tensor:
@@ -62,9 +82,11 @@ def gradcam(model, images, targets):
     return upsample(maps.relu(), images.shape[-2:])
 
 
-def explain_split(model, split, method: str, target: str, batch_size: int, device) -> dict[str, np.ndarray]:
+def explain_split(model, split, method: str, target: str, batch_size: int, device,
+                  options: dict | None = None) -> dict[str, np.ndarray]:
     """Maps for a whole split in batches, with targets, predictions and logits."""
     fn = get(method)
+    options = check_options(method, options or {})
     maps, targets, logits = [], [], []
     model.eval()
     for i in tqdm(range(0, len(split), batch_size), desc=f"explain {method} {split.name}", mininterval=1):
@@ -72,7 +94,7 @@ def explain_split(model, split, method: str, target: str, batch_size: int, devic
         with torch.no_grad():
             z = model(x)
         t = z.argmax(1) if target == "predicted" else torch.from_numpy(split.labels[i:i + batch_size]).to(device)
-        m = fn(model, x, t)
+        m = fn(model, x, t, **options)
         if not torch.isfinite(m).all():
             raise FloatingPointError(f"{method} produced NaN/inf maps for images {i}..{i + len(x) - 1} of {split.name}")
         maps.append(m.detach().float().cpu())
@@ -88,6 +110,3 @@ def save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     save_npz(path, **arrays)
 
 
-
-# Explainers in their own modules register themselves on import.
-from . import lap  # noqa: E402,F401

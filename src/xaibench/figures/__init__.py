@@ -5,7 +5,6 @@ Nothing here touches a model, so `snakemake figures` redraws everything in secon
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -16,19 +15,17 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import catalog, paths  # noqa: E402
+from ..io import atomic_path  # noqa: E402
+from ..registry import Registry  # noqa: E402
 
-FIGURES: dict[str, Callable] = {}
-PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "protopnet": "#C44E52"}
+FIGURES = Registry("figure", catalog.FIGURES)
+register = FIGURES.register
+PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "lap_plugin": "#8FBC8F",
+           "protopnet": "#C44E52", "protopnet_comp": "#8172B3"}
 
 
-def register(name: str):
-    """Register the drawing function of a figure listed in `xaibench.catalog.FIGURES`."""
-    def deco(fn):
-        if name not in catalog.FIGURES:
-            raise KeyError(f"figure '{name}' is not listed in xaibench.catalog.FIGURES")
-        FIGURES[name] = fn
-        return fn
-    return deco
+class NotApplicable(Exception):
+    """A figure has nothing to show for this run (e.g. no split has masks); the message says why."""
 
 
 def save(fig, cfg: dict, dataset: str, stem: str) -> list[Path]:
@@ -86,14 +83,15 @@ def localization(cfg, dataset):
     data = table(dataset, "localization")
     data = data[data.metric.isin(["relevance_mass", "pointing_game", "pixel_ap"])]
     if data.empty:
-        return []
+        raise NotApplicable("no explained split of this dataset has ground-truth masks")
     metrics = ["relevance_mass", "pointing_game", "pixel_ap"]
     labels = {"relevance_mass": "relevance mass in mask", "pointing_game": "pointing game hit rate", "pixel_ap": "pixel AP vs mask"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
     for ax, metric in zip(axes, metrics):
         d = data[(data.metric == metric) & (data.split == "test")]
         seed_points(ax, d, "method", "value", "variant", hue_order=_variants(cfg))
-        ax.set(title=labels[metric], xlabel="explainer", ylabel="score (higher = closer to the object)", ylim=(0, 1.02))
+        ax.set(title=labels[metric] + catalog.arrow("localization", metric), xlabel="explainer",
+               ylabel="score", ylim=(0, 1.02))
         ax.legend_.remove() if ax is not axes[-1] and ax.legend_ else None
     fig.suptitle(f"{dataset}: how well maps point at the ground-truth object (test split; mean ± sd over seeds)")
     return save(fig, cfg, dataset, "localization")
@@ -181,14 +179,40 @@ def wanted(cfg: dict) -> list[str]:
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
 
 
-def draw(cfg: dict, dataset: str, names: list[str] | None = None) -> list[Path]:
-    """Draw the named figures (default: every figure this configuration can draw)."""
-    written = []
-    for name in names or wanted(cfg):
-        written += FIGURES[name](cfg, dataset)
+def outputs(cfg: dict, dataset: str, name: str) -> list[Path]:
+    """Every file figure `name` must write (what the Snakefile declares)."""
+    files = [paths.figures(dataset) / f"{name}.{fmt}" for fmt in cfg["figures"]["formats"]]
+    if catalog.FIGURES[name].get("table"):
+        files += [paths.tables(dataset) / f"{name}.{ext}" for ext in ("md", "csv")]
+    return files
+
+
+def placeholder(cfg: dict, dataset: str, name: str, reason: str) -> list[Path]:
+    """Write every declared output of a figure that has nothing to show, saying why."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{dataset} / {name}: not applicable\n{reason}", ha="center", va="center", wrap=True)
+    written = save(fig, cfg, dataset, name)
+    for path in outputs(cfg, dataset, name)[len(written):]:
+        with atomic_path(path) as tmp:
+            tmp.write_text(f"not applicable: {reason}\n" if path.suffix == ".md" else "")
+        written.append(path)
     return written
 
 
-# Figures in their own modules register themselves on import.
-from . import lap  # noqa: E402,F401
-from . import salience  # noqa: E402,F401
+def draw(cfg: dict, dataset: str, names: list[str] | None = None) -> list[Path]:
+    """Draw the named figures (default: every figure this configuration can draw).
+
+    A figure with nothing to show still writes its declared files, a placeholder naming the reason,
+    so a run on data without masks (say) completes instead of failing on missing outputs.
+    """
+    written = []
+    for name in names or wanted(cfg):
+        try:
+            files = FIGURES.get(name)(cfg, dataset) or []
+            if not files:
+                raise NotApplicable("this run has no data this figure draws")
+        except NotApplicable as why:
+            files = placeholder(cfg, dataset, name, str(why))
+        written += files
+    return written

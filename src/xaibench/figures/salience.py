@@ -161,8 +161,8 @@ def salience_degradation(cfg, dataset):
 # measure label -> (family, metric, split, row filter on setting/level); one value per seed =
 # mean over images and over the settings/levels kept.
 SUMMARY = {
-    "(a) spatial entropy ↓": ("entropy", "spatial_entropy", "test", lambda d: d.setting == ""),
-    "(a) histogram entropy ↓": ("entropy", "histogram_entropy", "test", lambda d: d.setting == ""),
+    "(a) spatial entropy": ("entropy", "spatial_entropy", "test", lambda d: d.setting == ""),
+    "(a) histogram entropy": ("entropy", "histogram_entropy", "test", lambda d: d.setting == ""),
     "(b) map SSIM under s&p noise, amounts > 0": ("noise", "map_ssim", "test", lambda d: (d.setting == "s&p") & (d.level > 0)),
     "(b) class score under s&p noise, amounts > 0": ("noise", "score", "test", lambda d: (d.setting == "s&p") & (d.level > 0)),
     "(b) max softmax on ood classes": ("noise", "max_softmax", "ood", lambda d: d.setting == "ood"),
@@ -211,7 +211,8 @@ def salience_summary(cfg, dataset):
     variants = [v for v in _variants(cfg) if v in set(stats.variant)]
     cells = {(r["measure"], r["method"], r["variant"]): _cell(r) for _, r in stats.iterrows()}
     keys = sorted({k[:2] for k in cells}, key=lambda k: (list(SUMMARY).index(k[0]), k[1]))
-    wide = pd.DataFrame([[measure, method, *(cells.get((measure, method, v), "–") for v in variants)]
+    wide = pd.DataFrame([[measure + catalog.arrow(*SUMMARY[measure][:2]), method,
+                          *(cells.get((measure, method, v), "–") for v in variants)]
                          for measure, method in keys], columns=["measure", "explainer", *variants])
     out = paths.tables(dataset)
     save_csv(out / "salience_summary.csv", stats)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from . import register, rows
+from . import over_maps, register
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -53,29 +53,13 @@ MEASURES = {"pointing_game": pointing_game, "relevance_mass": relevance_mass, "p
 
 @register("localization")
 def localization(ctx) -> pd.DataFrame:
-    out = []
-    for split in ctx.cfg["explain"]["splits"]:
-        data = ctx.split(split)
-        if data.masks is None:
-            print(f"localization: {ctx.dataset}/{split} has no masks; skipped")
-            continue
-        masks = torch.from_numpy(data.masks) > 127
-        for method in ctx.methods:
-            maps = torch.from_numpy(ctx.explanation(ctx.seed, method, split)["maps"]).float()
-            for name, fn in MEASURES.items():
-                out.append(rows(method, split, name, fn(maps, masks).numpy()))
-            if split == "pairs":
-                out.append(_second_object(ctx, method, data, maps))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    def score(b):
+        for name, fn in MEASURES.items():
+            yield name, fn(b.maps, b.masks)
+        if b.split == "pairs":  # two objects: relevance mass on the explained object vs the other one
+            other_mask = b.extra("masks2") > 127
+            on_first = (b.targets == b.labels)[:, None, None]
+            yield "mass_on_target_object", relevance_mass(b.maps, torch.where(on_first, b.masks, other_mask))
+            yield "mass_on_other_object", relevance_mass(b.maps, torch.where(on_first, other_mask, b.masks))
 
-
-def _second_object(ctx, method, data, maps) -> pd.DataFrame:
-    """Two-object images: relevance mass on the explained object's mask vs the other object's."""
-    m1 = torch.from_numpy(data.masks) > 127
-    m2 = torch.from_numpy(data.extras["masks2"]) > 127
-    targets = torch.from_numpy(ctx.explanation(ctx.seed, method, "pairs")["targets"])
-    on_first = targets == torch.from_numpy(data.labels)
-    own = torch.where(on_first[:, None, None], m1, m2)
-    other = torch.where(on_first[:, None, None], m2, m1)
-    return pd.concat([rows(method, "pairs", "mass_on_target_object", relevance_mass(maps, own).numpy()),
-                      rows(method, "pairs", "mass_on_other_object", relevance_mass(maps, other).numpy())])
+    return over_maps(ctx, score, family="localization", needs_masks=True)

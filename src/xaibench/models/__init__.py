@@ -3,25 +3,21 @@
 A model takes images in [0,1] (it normalises internally) and exposes
 `features(x) -> [B,C,h,w]` (the last conv block, the layer CAM/Grad-CAM explain) and
 `classify(f) -> logits`, with `forward = classify(features(x))`. `create_model(name, ...)` is the
-single entry point; architectures register themselves by name (the timm pattern).
+single entry point; architectures register themselves by name (the timm pattern) and are listed
+in `xaibench.catalog.ARCHITECTURES` (the `train.arch` choices).
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 from torch import nn
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+from .. import catalog
+from ..registry import Registry
+
+MODELS = Registry("architecture", catalog.ARCHITECTURES)
+register = MODELS.register
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def register(name: str):
-    def deco(fn):
-        MODELS[name] = fn
-        return fn
-    return deco
 
 
 class Classifier(nn.Module):
@@ -78,9 +74,7 @@ def resnet18(num_classes: int, image_size: int = 224, **_) -> Classifier:
 
 
 def create_model(arch: str, num_classes: int, **kw) -> Classifier:
-    if arch not in MODELS:
-        raise ValueError(f"unknown architecture '{arch}'; registered: {', '.join(sorted(MODELS))}")
-    return MODELS[arch](num_classes=num_classes, **kw)
+    return MODELS.get(arch)(num_classes=num_classes, **kw)
 
 
 def load_pretrained(model: Classifier, path: str) -> None:
@@ -99,6 +93,3 @@ def load_pretrained(model: Classifier, path: str) -> None:
     if len(missing) == len(model.trunk.state_dict()):
         raise ValueError(f"{path}: no backbone weights matched this architecture")
 
-
-# LAP-extended architectures (`lap_small_cnn`, `lap_resnet18`) register themselves on import.
-from . import lap  # noqa: E402,F401

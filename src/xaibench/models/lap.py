@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from . import Classifier, MODELS, register
+from . import Classifier
 
 MODES = ("softmax", "v1")
 
@@ -256,14 +256,3 @@ def calibrate_scores(model: LAPClassifier, x: torch.Tensor) -> None:
         for h in handles:
             h.remove()
         model.train(was_training)
-
-
-def _lap_factory(base: str):
-    def factory(num_classes: int, mode: str = "softmax", beta_init: float = 12.0, combine: str = "product", **kw):
-        return lapify(MODELS[base](num_classes=num_classes, **kw), mode=mode, beta_init=beta_init, combine=combine)
-    factory.__doc__ = f"`{base}` with LAP pooling layers and a LAP head (see `lapify`)."
-    return factory
-
-
-for _base in ("small_cnn", "resnet18"):
-    register(f"lap_{_base}")(_lap_factory(_base))
