@@ -21,7 +21,7 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
     root, out = smoke_run
     cfg = config.load(root / "params.yaml")
     for variant in cfg["train"]["variants"]:
-        for seed in cfg["train"]["seeds"]:
+        for seed in catalog.seeds_for(cfg, variant):
             for name in ("model.pt", "history.csv", "summary.json"):
                 assert (root / f"results/models/shapes/{variant}/seed{seed}/{name}").is_file()
             for method in catalog.methods_for(cfg["explain"]["methods"], variant):
