@@ -135,7 +135,8 @@ def test_segmentation_chance_agrees_with_sklearn():
         sc = segmentation_scores(maps, masks, threshold=threshold, ap="continuous")
         thr = {"mean": maps.flatten(1).mean(1).view(-1, 1, 1), "zero": 0.0, 0.5: 0.5}[threshold]
         pred = (maps > thr).numpy()
-        r = (maps - maps.amin((1, 2), keepdim=True)) / (maps.amax((1, 2), keepdim=True) - maps.amin((1, 2), keepdim=True))
+        lo, hi = maps.amin((1, 2), keepdim=True), maps.amax((1, 2), keepdim=True)
+        r = (maps - lo) / (hi - lo)
         for i in range(5):
             gt, p = masks[i].numpy().ravel(), pred[i].ravel()
             onehot = np.concatenate([~gt, gt]).astype(int)
@@ -143,7 +144,8 @@ def test_segmentation_chance_agrees_with_sklearn():
             assert s["miou"][i] == pytest.approx(jaccard_score(gt, p, average="macro"), abs=1e-6)
             assert s["map"][i] == pytest.approx(average_precision_score(onehot, np.concatenate([~p, p])), abs=1e-6)
             ri = r[i].numpy().ravel()
-            assert sc["map"][i] == pytest.approx(average_precision_score(onehot, np.concatenate([1 - ri, ri])), abs=1e-5)
+            ap_c = average_precision_score(onehot, np.concatenate([1 - ri, ri]))
+            assert sc["map"][i] == pytest.approx(ap_c, abs=1e-5)
         a = s["pixel_accuracy"].double()                      # the reference's binarised mAP is a function of accuracy
         torch.testing.assert_close(s["map"].double(), a ** 2 + (1 - a) / 2, atol=1e-6, rtol=0)
     chance = segmentation_scores(maps, masks)                 # a chance map: about half the pixels right

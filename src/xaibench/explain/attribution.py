@@ -146,7 +146,8 @@ def smoothgrad_attributions(model, images, targets, samples: int = 50, noise: fl
     for i in range(0, len(images), per):
         x, t = images[i:i + per], targets[i:i + per]
         pts = (x[:, None] + eps[None]).flatten(0, 1)  # image-major, as Captum's repeat_interleave
-        out.append(_grad(model, pts, t.repeat_interleave(samples)).view(len(x), samples, *x.shape[1:]).mean(1))
+        g = _grad(model, pts, t.repeat_interleave(samples))
+        out.append(g.view(len(x), samples, *x.shape[1:]).mean(1))
     return torch.cat(out)
 
 
