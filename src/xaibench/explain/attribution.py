@@ -109,8 +109,9 @@ def ig_attributions(model, images, targets, steps: int = 100, baseline: str = "m
     (research/agf.md §6.6); ours includes it, so it equals Captum's IntegratedGradients with the same
     `method` and `n_steps` (for `riemann_trapezoid`, Captum × n/(n−1): Captum weights the points
     of linspace(0, 1, n) by 1/n instead of 1/(n−1), so its weights sum to (n−1)/n and break
-    completeness by that factor; ours is the textbook trapezoid). Default 100 steps with the trapezoid rule, the closest of Captum's rules
-    to the reference's sum over α = 0, 1/100, …, 1. Path points of several steps share one forward
+    completeness by that factor; ours is the textbook trapezoid). Default 100 steps with the
+    trapezoid rule, the closest of Captum's rules to the reference's sum over α = 0, 1/100, …, 1
+    (each weighted 1/100). Path points of several steps share one forward
     pass, at most `internal_batch_size` images per pass.
     """
     _check(images, targets)
