@@ -42,6 +42,10 @@ EXPLAINERS = {
     "gradcam": {"module": "xaibench.explain"},
     "cam": {"module": "xaibench.explain"},
     "lap": {"module": "xaibench.explain.lap", "needs": "lap"},
+    "gradient": {"module": "xaibench.explain.attribution"},
+    "gxi": {"module": "xaibench.explain.attribution"},
+    "ig": {"module": "xaibench.explain.attribution"},
+    "smoothgrad": {"module": "xaibench.explain.attribution"},
 }
 
 

@@ -108,5 +108,3 @@ def explain_split(model, split, method: str, target: str, batch_size: int, devic
 
 def save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     save_npz(path, **arrays)
-
-
