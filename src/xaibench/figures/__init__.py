@@ -155,7 +155,8 @@ def gallery(cfg, dataset):
     idx = np.linspace(0, len(split) - 1, n).astype(int)
     seed = cfg["train"]["seeds"][0]
     cols = [(v, m) for v in _variants(cfg) for m in catalog.methods_for(cfg["explain"]["methods"], v)]
-    maps = {c: load_explanation(paths.explanation(dataset, c[0], seed, c[1], "test")) for c in cols}
+    maps = {c: load_explanation(paths.explanation(dataset, c[0], catalog.seeds_for(cfg, c[0])[0], c[1], "test"))
+            for c in cols}
     classes = _classes(dataset)
     masks = split.masks if split.masks is not None else np.zeros(split.images.shape[:3], np.uint8)
     tiles = [[tile(split.images[i]), tile(masks[i])] +

@@ -241,12 +241,12 @@ def salience_gallery(cfg, dataset):
     from ..data import read_split
     split = read_split(paths.prepared(dataset), "test")
     idx = np.linspace(0, len(split) - 1, min(GALLERY_IMAGES, len(split))).astype(int)
-    methods, seeds, variants = cfg["explain"]["methods"], cfg["train"]["seeds"], _variants(cfg)
+    methods, variants = cfg["explain"]["methods"], _variants(cfg)
     cols = [(i, m) for i in idx for m in methods]
     tiles, labels, colours = [[tile(split.images[i]) for i, _ in cols]], ["image"], ["black"]
     for variant in variants:
         usable = catalog.methods_for(methods, variant)
-        for seed in seeds:
+        for seed in catalog.seeds_for(cfg, variant):
             maps = {m: load_explanation(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
             tiles.append([tile(split.images[i], maps[m][i]) if m in maps else None for i, m in cols])
             labels.append(f"{variant} seed {seed}")
