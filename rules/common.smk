@@ -112,7 +112,7 @@ def figure_inputs(names):
 
 def figure_settings(wildcards):
     return as_json(figures=config["figures"], datasets=DATASETS,
-                   train={"variants": VARIANTS, "seeds": SEEDS}, explain={"methods": METHODS, "splits": SPLITS},
+                   train={"variants": VARIANTS, "seeds": SEEDS}, explain={"methods": METHODS, "splits": SPLITS, "options": config["explain"]["options"]},
                    metrics={"families": FAMILIES}, data={"shapes": {"classes": config["data"]["shapes"]["classes"]}})
 
 

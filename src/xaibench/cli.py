@@ -72,7 +72,8 @@ def cmd_explain(args, cfg):
     model, _ = load_model(paths.model_dir(args.dataset, args.variant, args.seed) / "model.pt",
                           expect={"dataset": args.dataset, "data_sha256": meta["content_sha256"]}, device=device)
     split = read_split(paths.prepared(args.dataset), args.split)
-    arrays = explain.explain_split(model, split, args.method, cfg["explain"]["target"], cfg["explain"]["batch_size"], device)
+    arrays = explain.explain_split(model, split, args.method, cfg["explain"]["target"], cfg["explain"]["batch_size"], device,
+                                   options=cfg["explain"]["options"].get(args.method, {}))
     explain.save(paths.explanation(args.dataset, args.variant, args.seed, args.method, args.split), arrays)
 
 

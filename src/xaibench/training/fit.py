@@ -54,8 +54,7 @@ def build(mcfg: dict):
     if mcfg["variant"] in LAP_VARIANTS:
         lap = mcfg["train"]["lap"]
         return create_model(f"lap_{mcfg['arch']}", mcfg["num_classes"], width=mcfg["width"],
-                            image_size=mcfg["image_size"], mode=lap["mode"], beta_init=lap["beta_init"],
-                            combine=lap["combine"])
+                            image_size=mcfg["image_size"], mode=lap["mode"], beta_init=lap["beta_init"])
     model = create_model(mcfg["arch"], mcfg["num_classes"], width=mcfg["width"], image_size=mcfg["image_size"])
     return model
 
