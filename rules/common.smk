@@ -146,7 +146,7 @@ def figure_settings(wildcards):
     """Every setting a figure may print or filter by (metrics in full: e.g. the deletion baseline)."""
     return as_json(figures=config["figures"], datasets=DATASETS,
                    train={"variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}},
-                   explain={"methods": METHODS, "splits": SPLITS}, metrics=config["metrics"],
+                   explain={"methods": METHODS, "splits": SPLITS, "options": config["explain"]["options"]}, metrics=config["metrics"],
                    data={"shapes": {"classes": config["data"]["shapes"]["classes"]}})
 
 

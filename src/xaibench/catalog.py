@@ -42,6 +42,7 @@ EXPLAINERS = {
     "gradcam": {"module": "xaibench.explain"},
     "cam": {"module": "xaibench.explain"},
     "lap": {"module": "xaibench.explain.lap", "needs": "lap"},
+    "attention_cam": {"module": "xaibench.explain.lap", "needs": "lap"},
     "gradient": {"module": "xaibench.explain.attribution"},
     "gxi": {"module": "xaibench.explain.attribution"},
     "ig": {"module": "xaibench.explain.attribution"},
@@ -98,6 +99,36 @@ FAMILIES = {
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
 }
+
+
+# Headline measures of paper E: the rows of the salience summary table (figures/salience.py) and
+# the entries of results/summary.json for these families (metrics.summarize), so both apply the
+# same filters. setting: "" = rows without a setting, "*" = every non-empty setting, else that one;
+# levels: "all", or "positive" = level > 0 (level 0 is the unaltered image, where curves start).
+# One value per seed (stability: per seed pair) = mean over images and the rows kept.
+def _m(name, label, family, metric, split, setting, levels="all"):
+    return {"name": name, "label": label, "family": family, "metric": metric, "split": split,
+            "setting": setting, "levels": levels}
+
+
+SALIENCE_SUMMARY = [
+    _m("spatial_entropy", "(a) spatial entropy", "entropy", "spatial_entropy", "test", ""),
+    _m("histogram_entropy", "(a) histogram entropy", "entropy", "histogram_entropy", "test", ""),
+    _m("map_ssim", "(b) map SSIM under s&p noise, amounts > 0", "noise", "map_ssim", "test", "s&p", "positive"),
+    _m("score", "(b) class score under s&p noise, amounts > 0", "noise", "score", "test", "s&p", "positive"),
+    _m("prediction_changed", "(b) predictions changed by s&p noise, amounts > 0", "noise", "prediction_changed",
+       "test", "s&p", "positive"),
+    _m("max_softmax", "(b) max softmax on ood classes", "noise", "max_softmax", "ood", "ood"),
+    _m("max_softmax", "(b) max softmax on test", "noise", "max_softmax", "test", "ood"),
+    _m("map_ssim", "(c) equivariance SSIM, all transforms", "equivariance", "map_ssim", "test", "*"),
+    _m("map_spearman", "(c) equivariance Spearman, all transforms", "equivariance", "map_spearman", "test", "*"),
+    _m("prediction_changed", "(c) predictions changed, all transforms", "equivariance", "prediction_changed", "test", "*"),
+    _m("map_ssim", "(d) cross-run SSIM (sd over seed pairs)", "stability", "map_ssim", "test", "*"),
+    _m("map_spearman", "(d) cross-run Spearman (sd over seed pairs)", "stability", "map_spearman", "test", "*"),
+] + [_m(f"{metric}_{mode}", f"(e) {label}, {mode} blurred", "degradation", metric, "test", mode, "positive")
+     for metric, label in (("score", "score"), ("accuracy", "accuracy"), ("map_ssim", "map SSIM"))
+     for mode in ("background", "object")]
+
 
 # Figure needs: metric families (their tidy tables) and/or "explanations"; an optional "variants"
 # list means the figure is drawn only when one of those training variants is configured; "table"

@@ -62,7 +62,7 @@ def cmd_explain(args, cfg):
                           expect={"dataset": args.dataset, "data_sha256": meta["content_sha256"]}, device=device)
     split = read_split(paths.prepared(args.dataset), args.split)
     arrays = explain.explain_split(model, split, args.method, cfg["explain"]["target"], cfg["explain"]["batch_size"], device,
-                                   cfg["explain"]["options"].get(args.method, {}))
+                                   options=cfg["explain"]["options"].get(args.method, {}))
     explain.save(paths.explanation(args.dataset, args.variant, args.seed, args.method, args.split), arrays)
 
 

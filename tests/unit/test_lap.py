@@ -95,10 +95,73 @@ def test_lap_explainer_contract(arch, size):
     other = explain.get("lap")(model, x, (t + 1) % 4)
     assert (maps - other).abs().amax(dim=(1, 2)).min() > 1e-4  # the head makes it class-specific
     torch.testing.assert_close(explain.get("lap")(model, x[1:2], t[1:2]), maps[1:2], rtol=1e-4, atol=1e-6)
-    mean = explain.get("lap")(model, x, t, combine="mean")
-    assert mean.shape == maps.shape and not torch.allclose(mean, maps)
-    with pytest.raises(ValueError, match="needs a LAP-extended model"):
-        explain.get("lap")(create_model("small_cnn", 4, width=8), x, t)
+    for combine in ("mean", "product"):
+        other = explain.get("lap")(model, x, t, combine=combine)
+        assert other.shape == maps.shape and not torch.allclose(other, maps)
+    head = explain.get("lap")(model, x, t, combine="head")
+    assert head.shape == (5, *model.features(x).shape[-2:])  # native: the feature grid
+    for name in ("lap", "attention_cam"):
+        with pytest.raises(ValueError, match="needs a LAP-extended model"):
+            explain.get(name)(create_model("small_cnn", 4, width=8), x, t)
+    with pytest.raises(ValueError, match="combine must be one of"):
+        explain.get("lap")(model, x, t, combine="sum")
+
+
+@pytest.mark.parametrize("arch,size,mode", [("small_cnn", 32, "softmax"), ("small_cnn", 32, "v1"),
+                                            ("resnet18", 16, "softmax")])
+def test_lap_map_accounts_for_the_logit(arch, size, mode):
+    """Completeness: the per-location contributions a_k·CAM_k the map is built from sum to the
+    class logit less its bias, on the feature grid (`head`) and carried back to the input through
+    every LAP layer's window weights (`cascade`); the attention itself is a distribution (sum 1)."""
+    torch.manual_seed(1)
+    model = _nontrivial_bn(lapify(create_model(arch, 4, width=8, image_size=size), mode=mode, beta_init=3.0)).eval()
+    x, t = torch.rand(6, 3, size, size), torch.tensor([0, 1, 2, 3, 1, 2])
+    with torch.no_grad():
+        logit = model(x).gather(1, t[:, None])[:, 0] - model.fc.bias[t]
+    for combine in ("head", "cascade"):
+        contrib = explain.get("lap")(model, x, t, combine=combine, value="contribution")
+        torch.testing.assert_close(contrib.sum((1, 2)), logit, rtol=1e-4, atol=1e-4)
+        attn = explain.get("lap")(model, x, t, combine=combine)
+        torch.testing.assert_close(attn.sum((1, 2)), torch.ones(6), rtol=1e-5, atol=1e-5)
+        assert (attn >= 0).all()
+    assert contrib.shape == (6, size, size)  # cascade reaches the first LAP layer's input: the image here
+    # attention_cam is the positive part of the head's contributions
+    head = explain.get("lap")(model, x, t, combine="head", value="contribution")
+    torch.testing.assert_close(explain.get("attention_cam")(model, x, t), head.relu())
+    with pytest.raises(ValueError, match="needs combine cascade or head"):
+        explain.get("lap")(model, x, t, combine="mean", value="contribution")
+
+
+def test_lap_map_ignores_what_the_pooling_ignores():
+    """Window weights softmax(β·s) do not change when a constant is added to s, so neither may the
+    map (the former map, built from raw s, did); a score that changes the weights changes the map."""
+    torch.manual_seed(0)
+    model = lap_model("small_cnn", 4, width=8, image_size=32, beta_init=3.0).eval()
+    x, t = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    first = model.lap_layers()[0]
+    s = torch.rand(3, 1, 32, 32) * 0.5
+    first.score = Fixed(s)
+    base = explain.get("lap")(model, x, t)
+    first.score = Fixed(s + 0.4)
+    torch.testing.assert_close(explain.get("lap")(model, x, t), base, rtol=1e-5, atol=1e-7)
+    first.score = Fixed(s.flip(-1))
+    assert not torch.allclose(explain.get("lap")(model, x, t), base, rtol=1e-3, atol=1e-6)
+
+
+def test_backproject_is_transposed_pooling():
+    """backproject(m)[i] = Σ_o m(o)·w_o(i): the gradient of Σ_o m(o)·y_o w.r.t. x with the weights held fixed."""
+    torch.manual_seed(0)
+    pool = LAPPool2d(3, 3, 2, 1, mode="softmax", beta_init=4.0).eval()
+    x = torch.randn(2, 3, 9, 9)
+    y = pool(x)
+    m = torch.rand(2, *y.shape[-2:])
+    w = pool.last_weights.detach()
+    xg = x.clone().requires_grad_(True)
+    cols = F.unfold(xg, 3, padding=1, stride=2).view(2, 3, 9, -1)
+    out = (w * cols).sum(2)  # channel 0 of the pooled output with frozen weights
+    (grad,) = torch.autograd.grad((out[:, 0] * m.flatten(1)).sum(), xg)
+    torch.testing.assert_close(pool.backproject(m), grad[:, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pool.backproject(m).sum((1, 2)), m.sum((1, 2)), rtol=1e-5, atol=1e-5)
 
 
 def test_plugin_at_init_reproduces_average_pooling_exactly():

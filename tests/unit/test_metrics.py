@@ -26,17 +26,17 @@ def test_histogram_entropy_matches_skimage_and_hand_example():
 
     rng = np.random.default_rng(0)
     maps = torch.from_numpy(rng.random((5, 8, 8))).float()
-    ours = histogram_entropy(maps, grid=8)
+    ours = histogram_entropy(maps)
     for m, h in zip(maps.numpy(), ours):
         q = np.floor((m - m.min()) / (m.max() - m.min()) * 255).astype(np.uint8)
         assert h.item() == pytest.approx(shannon_entropy(q) / math.log2(64), abs=1e-5)
     # hand-computed: half the cells at 0 and half at 255 -> 1 bit; normalised by log2(4 cells) = 2 bits
     half = torch.tensor([[[0.0, 1.0], [0.0, 1.0]]])
-    assert histogram_entropy(half, grid=2).item() == pytest.approx(0.5)
+    assert histogram_entropy(half).item() == pytest.approx(0.5)
     # the histogram ignores *where* the relevance is: a shuffled map has the same entropy
     perm = torch.randperm(64)
     shuffled = maps.flatten(1)[:, perm].view_as(maps)
-    torch.testing.assert_close(histogram_entropy(shuffled, 8), ours)
+    torch.testing.assert_close(histogram_entropy(shuffled), ours)
 
 
 def test_localization_analytic():

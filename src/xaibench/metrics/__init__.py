@@ -160,23 +160,38 @@ def run(name: str, ctx: Context) -> pd.DataFrame:
 
 
 def summarize(cfg: dict) -> dict:
-    """Headline numbers for `dvc metrics show`: per variant × split × metric, mean and sd over seeds.
+    """Headline numbers for `dvc metrics show`: per variant × split × measure, mean and sd over seeds.
 
-    Metrics swept over settings or levels (transforms, noise amounts, ...) are first averaged over
-    them within each seed, so each key is one number per model.
+    Families with rows in `catalog.SALIENCE_SUMMARY` (paper E) report exactly those measures, with
+    the same setting/level filters and units as the salience summary table (stability: sd over seed
+    pairs). Every other metric is averaged over its settings and, where it has levels, over levels
+    > 0 (level 0 is the unaltered image where curves start), within each seed first.
     """
+    from ..tidy import over_units, select
     out: dict = {}
+
+    def put(dataset, stats, family, name):
+        for _, row in stats.iterrows():
+            key = f"{family}/{name}" if row["method"] == "model" else f"{family}/{row['method']}/{name}"
+            node = out.setdefault(dataset, {}).setdefault(row["variant"], {}).setdefault(row["split"], {})
+            node[key] = {"mean": round(float(row["mean"]), 4), "sd": None if pd.isna(row["sd"]) else round(float(row["sd"]), 4)}
+
     for dataset in cfg["datasets"]:
         for family in cfg["metrics"]["families"]:
             table = pd.read_csv(paths.metric_table(dataset, family), keep_default_na=False, na_values=[""])
-            keys = ["variant", "method", "split", "metric"]
-            per_seed = table.groupby(keys + ["seed"])["value"].mean().reset_index()
-            stats = per_seed.groupby(keys)["value"].agg(["mean", "std"])
-            for (variant, method, split, metric), row in stats.iterrows():
-                key = f"{family}/{metric}" if method == "model" else f"{family}/{method}/{metric}"
-                node = out.setdefault(dataset, {}).setdefault(variant, {}).setdefault(split, {})
-                node[key] = {"mean": round(float(row["mean"]), 4),
-                             "sd": None if pd.isna(row["std"]) else round(float(row["std"]), 4)}
+            specs = [s for s in catalog.SALIENCE_SUMMARY if s["family"] == family]
+            unit = "setting" if family == "stability" else "seed"
+            if specs:
+                for spec in specs:
+                    d = table[(table.metric == spec["metric"]) & (table.split == spec["split"])]
+                    d = select(d, spec["setting"], spec["levels"])
+                    if not d.empty:
+                        put(dataset, over_units(d, ["variant", "method", "split"], unit), family, spec["name"])
+                continue
+            curve = table.groupby("metric")["level"].transform(lambda lv: lv.notna().any())
+            d = table[~curve | (table["level"] > 0)]
+            for metric, part in d.groupby("metric"):
+                put(dataset, over_units(part, ["variant", "method", "split"], unit), family, metric)
         for seed in catalog.seeds_for(cfg, "lap_plugin") if "lap_plugin" in cfg["train"]["variants"] else []:
             path = paths.model_dir(dataset, "lap_plugin", seed) / "summary.json"
             if path.is_file():

@@ -45,7 +45,7 @@ def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str |
 
     torch.manual_seed(seed)
     model = lapify(model, mode=lcfg["mode"], beta_init=lcfg["beta_init"], init=pcfg["init"],
-                   match_beta=pcfg["match_beta"], combine=lcfg["combine"]).to(device)
+                   match_beta=pcfg["match_beta"]).to(device)
     n, bs = len(train_split), tcfg["batch_size"]
     calib = np.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()[:bs])
     calibrate_scores(model, train_split.tensors(calib).to(device))

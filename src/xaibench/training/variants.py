@@ -15,7 +15,7 @@ def lap_classifier(mcfg: dict):
     """The configured backbone with its pooling replaced by LAP layers and a LAP head (models/lap.py)."""
     from ..models.lap import lapify
     lap = mcfg["train"]["lap"]
-    return lapify(classifier(mcfg), mode=lap["mode"], beta_init=lap["beta_init"], combine=lap["combine"])
+    return lapify(classifier(mcfg), mode=lap["mode"], beta_init=lap["beta_init"])
 
 
 VARIANTS.register("standard", Variant(classifier, losses.cross_entropy))
