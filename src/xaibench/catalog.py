@@ -47,6 +47,7 @@ EXPLAINERS = {
     "gxi": {"module": "xaibench.explain.attribution"},
     "ig": {"module": "xaibench.explain.attribution"},
     "smoothgrad": {"module": "xaibench.explain.attribution"},
+    "agf": {"module": "xaibench.explain.agf"},
 }
 
 
