@@ -91,3 +91,4 @@ def save(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 
 # Explainers in their own modules register themselves on import.
 from . import lap  # noqa: E402,F401
+from . import prototypes  # noqa: E402,F401
