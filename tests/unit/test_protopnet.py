@@ -246,3 +246,19 @@ def test_metrics_on_known_shifts():
     logits_b, logits_a = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 2.0], [0.0, 1.0]])
     assert mis.accuracy_change(logits_b, logits_a, torch.tensor([0, 1])).tolist() == [100.0, 0.0]
     assert mis.top_in_set(torch.tensor([[1.0, 5.0, 3.0]]), torch.tensor([[0, 2]])).tolist() == [2]
+
+
+def test_bad_input_names_what_is_wrong():
+    torch.manual_seed(0)
+    model = build(_mcfg(_cfg())).eval()
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        mis.benchmark(model, x, y, kind="blur")
+    with pytest.raises(ValueError, match="attack must be one of"):
+        mis.benchmark(model, x, y, attack="all")
+    with pytest.raises(ValueError, match="labels \\[B\\]"):
+        mis.benchmark(model, x, y[:1])
+    with pytest.raises(ValueError, match="needs a ProtoPNet"):
+        get_explainer("proto")(torch.nn.Identity(), x, y)
+    with pytest.raises(ValueError, match="unknown ProtoPNet backbone"):
+        build({**_mcfg(_cfg()), "arch": "vgg11"})

@@ -161,6 +161,11 @@ def benchmark(model, images: torch.Tensor, labels: torch.Tensor, kind: str = "no
     """
     if kind not in KINDS:
         raise ValueError(f"misalignment kind must be one of {KINDS}, got {kind!r}")
+    if images.ndim != 4 or images.shape[1] != 3 or labels.shape != (len(images),):
+        raise ValueError(f"misalignment needs images [B,3,H,W] and labels [B], got {tuple(images.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if not hasattr(model, "prototype_maps"):
+        raise ValueError(f"the misalignment benchmark needs a ProtoPNet model, got {type(model).__name__}")
     model.eval()
     size = images.shape[-2:]
     gen = torch.Generator().manual_seed(seed)
