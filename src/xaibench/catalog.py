@@ -7,7 +7,8 @@ imports that module the first time the name is asked for, and the module registe
 family or figure = one new module + one entry here (docs/architecture.md, "How to add ...").
 
 Variant entries: `settings` is the variant's own block under `train` (part of its model config);
-`provides` lists capabilities explainers may need (`lap`: LAP attention); `source` names the
+`provides` lists capabilities explainers may need (`linear_head`: the `Classifier` features → GAP →
+linear form CAM and AGF read; `lap`: LAP attention; `prototypes`: a prototype layer); `source` names the
 variant whose trained model it starts from (trained first, same seed); `seeds` is a key path under
 `train` restricting the variant to some seeds.
 Explainer entries: `needs` is a capability a model must provide (the explainer applies only there).
@@ -28,26 +29,30 @@ DATASETS = {
 ARCHITECTURES = {
     "small_cnn": {"module": "xaibench.models"},
     "resnet18": {"module": "xaibench.models"},
+    "resnet34": {"module": "xaibench.models"},
 }
 
 VARIANTS = {
-    "standard": {"module": "xaibench.training.variants"},
-    "salience": {"module": "xaibench.training.variants", "settings": "salience"},
-    "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap"]},
-    "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap"],
+    "standard": {"module": "xaibench.training.variants", "provides": ["linear_head"]},
+    "salience": {"module": "xaibench.training.variants", "settings": "salience", "provides": ["linear_head"]},
+    "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap", "linear_head"]},
+    "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
                    "source": "standard", "seeds": "lap.plugin.seeds"},
+    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
+    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
 }
 
 EXPLAINERS = {
     "gradcam": {"module": "xaibench.explain"},
-    "cam": {"module": "xaibench.explain"},
+    "cam": {"module": "xaibench.explain", "needs": "linear_head"},
     "lap": {"module": "xaibench.explain.lap", "needs": "lap"},
     "attention_cam": {"module": "xaibench.explain.lap", "needs": "lap"},
     "gradient": {"module": "xaibench.explain.attribution"},
     "gxi": {"module": "xaibench.explain.attribution"},
     "ig": {"module": "xaibench.explain.attribution"},
     "smoothgrad": {"module": "xaibench.explain.attribution"},
-    "agf": {"module": "xaibench.explain.agf"},
+    "agf": {"module": "xaibench.explain.agf", "needs": "linear_head"},
+    "proto": {"module": "xaibench.explain.prototypes", "needs": "prototypes"},
 }
 
 

@@ -56,21 +56,31 @@ def small_cnn(num_classes: int, width: int = 32, **_) -> Classifier:
     return Classifier(nn.Sequential(*layers), cin, num_classes)
 
 
-@register("resnet18")
-def resnet18(num_classes: int, image_size: int = 224, **_) -> Classifier:
-    """torchvision resnet18 trunk (no weights are ever downloaded).
+def _resnet(name: str, num_classes: int, image_size: int) -> Classifier:
+    """A torchvision ResNet trunk (no weights are ever downloaded).
 
     Below 128 px the stem becomes a 3x3 stride-1 conv without max-pool (the CIFAR variant), so the
     last block still has a useful 8x8 map at 64 px; at 128 px and up the ImageNet stem is kept.
     """
-    from torchvision.models import resnet18 as tv_resnet18
+    import torchvision.models
 
-    net = tv_resnet18(weights=None)
+    net = getattr(torchvision.models, name)(weights=None)
     if image_size < 128:
         net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
     trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-    return Classifier(trunk, 512, num_classes)
+    return Classifier(trunk, net.fc.in_features, num_classes)
+
+
+@register("resnet18")
+def resnet18(num_classes: int, image_size: int = 224, **_) -> Classifier:
+    return _resnet("resnet18", num_classes, image_size)
+
+
+@register("resnet34")
+def resnet34(num_classes: int, image_size: int = 224, **_) -> Classifier:
+    """The backbone of paper A's ProtoPNet experiments."""
+    return _resnet("resnet34", num_classes, image_size)
 
 
 def create_model(arch: str, num_classes: int, **kw) -> Classifier:
