@@ -232,3 +232,12 @@ def test_generate_prototypes_and_grid(trained, tmp_path):
     np.testing.assert_array_equal(only["fourier_fv"], out["fourier_fv"])  # a method's images do not depend on the others
     png = draw_grid(out, tmp_path / "grid.png")
     assert png.stat().st_size > 1000
+
+
+def test_path_rows_are_tidy(trained, data):
+    out = act.activation_paths(trained, data[2][:4], torch.arange(4), data[2], data[3], K)
+    frame = act.path_rows(out, "prototype")
+    assert set(frame.method) == {"prototype", "natural"}
+    sp = frame[(frame.method == "prototype") & (frame.metric == "spearman")]
+    assert len(sp) == 4 * 5 and list(sp.setting.unique()) == out["layers"]
+    assert len(frame[(frame.method == "natural") & (frame.metric == "share_l1")]) == len(data[2])

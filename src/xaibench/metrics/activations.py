@@ -197,3 +197,19 @@ def cue_logit_drop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor
     rows = torch.arange(len(targets))
     logits = model.eval()(torch.cat([images, masked]).to(device)).float().cpu()
     return logits[:len(images)][rows, targets] - logits[len(images):][rows, targets]
+
+
+def path_rows(result: dict, method: str, split: str = "test") -> "pd.DataFrame":
+    """Per-image tidy rows of an `activation_paths` result: the generated images under `method`,
+    the natural images (leave-one-out) under method "natural". Per-layer metrics `spearman`/`l1`
+    carry the layer name as `setting` and its depth (0 = first) as `level`; `share_spearman` and
+    `share_l1` span layers."""
+    import pandas as pd
+    from ..tidy import rows
+    frames = []
+    for who, prefix in ((method, ""), ("natural", "natural_")):
+        for key in ("spearman", "l1"):
+            frames += [rows(who, split, key, result[f"{prefix}{key}"][li].numpy(), setting=name, level=li)
+                       for li, name in enumerate(result["layers"])]
+            frames.append(rows(who, split, f"share_{key}", result[f"{prefix}share_{key}"].numpy()))
+    return pd.concat(frames, ignore_index=True)
