@@ -207,6 +207,11 @@ def test_cue_strength_high_for_the_cue_low_without(data):
     torch.testing.assert_close(act.cue_colour_strength(only_cue, targets, px, K), torch.ones(K))
     assert act.cue_colour_strength(grey, targets, px, K).abs().max() < 0.3
     assert (act.cue_colour_strength(only_cue.roll(1, 0), targets, px, K) < 0).all()  # another class's cue
+    corner_only = grey.clone()
+    corner_only[:, :, :px, :px] = only_cue[:, :, :px, :px]
+    torch.testing.assert_close(act.cue_colour_strength(corner_only, targets, px, K), torch.ones(K))
+    whole = act.cue_colour_strength(corner_only, targets, px, K, region="image")
+    assert whole.abs().max() < 0.3  # the cue covers only (px/SIZE)² of the image; the grey rest dominates
     # real test images: those whose cue names their class score 1, the others do not
     te, cue = data[2], torch.from_numpy(shapes.generate_split(data[4], SIZE, 0, "test", 64)["cue"])
     s = act.cue_colour_strength(te, cue, px, K)

@@ -34,7 +34,6 @@ def generate(model: torch.nn.Module, num_classes: int, method: str, image_size: 
     if num_classes < 2 or image_size < 8:
         raise ValueError(f"featviz needs num_classes >= 2 and image_size >= 8, got {num_classes} and {image_size}")
     generator = torch.Generator().manual_seed(int(seed))
-    torch.manual_seed(int(seed))  # nothing should draw from the global generator, but pin it anyway
     with frozen(model):
         images = fn(model, num_classes, image_size, generator, **options)
     return images.clamp(0, 1)

@@ -157,13 +157,15 @@ def cue_pixels(image_size: int, cue_size: float) -> int:
 
 
 def cue_colour_strength(images: torch.Tensor, targets: torch.Tensor, cue_px: int, num_classes: int,
-                        colours=None) -> torch.Tensor:
+                        colours=None, region: str = "corner") -> torch.Tensor:
     """How much the top-left cue patch of each image [B,3,H,W] shows its class's cue colour ([B]).
 
     d_j = mean over the patch's pixels of the RGB distance to cue colour j of classes 0..K−1
     (`colours` [K,3]; default: the shapes generator's, class k -> CUE_COLOURS[k mod 8]). strength = (mean_{j≠c} d_j − d_c) / mean_{j≠c} |C_j − C_c|: 1 when the patch is
     exactly class c's cue colour, about 0 when it is no closer to c's colour than to the others',
     negative when it shows another class's cue. Model-free, so it reads the image as a person would.
+    `region="image"` scores every pixel instead of the corner: a GAP classifier may respond to the
+    cue colour anywhere, and prototypes then paint it all over (seen on shapes).
     """
     from ..data.shapes import CUE_COLOURS
     targets = torch.as_tensor(targets).long()
@@ -172,7 +174,10 @@ def cue_colour_strength(images: torch.Tensor, targets: torch.Tensor, cue_px: int
     colours = torch.as_tensor(colours, dtype=torch.float32)
     if len(colours) != num_classes or num_classes < 2 or int(targets.max()) >= num_classes:
         raise ValueError(f"cue_colour_strength: need {num_classes} >= 2 cue colours covering every target, got {len(colours)}")
-    patch = images[:, :, :cue_px, :cue_px].float().flatten(2).transpose(1, 2)            # [B, P, 3]
+    if region not in ("corner", "image"):
+        raise ValueError(f"cue region must be 'corner' or 'image', got {region!r}")
+    patch = images if region == "image" else images[:, :, :cue_px, :cue_px]
+    patch = patch.float().flatten(2).transpose(1, 2)                                      # [B, P, 3]
     d = torch.cdist(patch, colours[None].expand(len(patch), -1, -1).to(patch)).mean(1)   # [B, K]
     k = len(colours)
     others = torch.ones(len(targets), k, dtype=torch.bool)
