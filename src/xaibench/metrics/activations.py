@@ -41,8 +41,9 @@ def record(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> dic
     named = layers(model)
     store: dict[str, list[torch.Tensor]] = {n: [] for n, _ in named}
     store["logits"] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: store[n].append(out.detach().flatten(1).float().clone()))
-             for n, m in named]
+    def keep(name):  # clone: a later in-place op (e.g. ReLU(inplace)) must not alter what we stored
+        return lambda _m, _i, out: store[name].append(out.detach().flatten(1).float().clone())
+    hooks = [m.register_forward_hook(keep(n)) for n, m in named]
     device = next(model.parameters()).device
     try:
         for i in range(0, len(images), batch_size):
