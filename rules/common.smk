@@ -82,11 +82,12 @@ def train_inputs(wildcards):
     return files
 
 
-def explain_settings(wildcards):
-    """Only the explanation settings and this method's own options."""
+def explain_settings(variant):
+    """Only the explanation settings and the options of the methods that apply to `variant`."""
     ecfg = config["explain"]
+    methods = catalog.methods_for(METHODS, variant)
     return as_json(device=config["device"], explain={"target": ecfg["target"], "batch_size": ecfg["batch_size"],
-                   "options": {wildcards.method: ecfg["options"].get(wildcards.method, {})}})
+                   "options": {m: ecfg["options"][m] for m in methods if m in ecfg["options"]}})
 
 
 def measure_settings(wildcards):

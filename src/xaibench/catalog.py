@@ -8,13 +8,15 @@ family or figure = one new module + one entry here (docs/architecture.md, "How t
 
 Variant entries: `settings` is the variant's own block under `train` (part of its model config);
 `provides` lists capabilities explainers may need (`linear_head`: the `Classifier` features → GAP →
-linear form CAM and AGF read; `lap`: LAP attention; `prototypes`: a prototype layer); `source` names the
+linear form CAM reads; `plain_layers`: only the torch layers AGF's rule table propagates through; `lap`:
+LAP attention; `prototypes`: a prototype layer); `source` names the
 variant whose trained model it starts from (trained first, same seed); `seeds` is a key path under
 `train` restricting the variant to some seeds.
 Explainer entries: `needs` is a capability a model must provide (the explainer applies only there).
 Family scope: `model` runs once per trained model (dataset × variant × seed); `variant` runs once
 per variant with every seed's outputs at hand (e.g. cross-run stability).
-Family needs: `models` (checkpoints), `explanations` (maps of every method × split), or both.
+Family needs: `models` (checkpoints), `explanations` (maps of every method × split), or both;
+`applies_to` names a capability the variant must provide (else the family writes no rows for it).
 Family metrics: metric name -> score direction, "higher" or "lower" is better, or "none" where the
 measure describes rather than ranks (figures and tables take arrows and sort orders from it).
 """
@@ -33,8 +35,8 @@ ARCHITECTURES = {
 }
 
 VARIANTS = {
-    "standard": {"module": "xaibench.training.variants", "provides": ["linear_head"]},
-    "salience": {"module": "xaibench.training.variants", "settings": "salience", "provides": ["linear_head"]},
+    "standard": {"module": "xaibench.training.variants", "provides": ["linear_head", "plain_layers"]},
+    "salience": {"module": "xaibench.training.variants", "settings": "salience", "provides": ["linear_head", "plain_layers"]},
     "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap", "linear_head"]},
     "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
                    "source": "standard", "seeds": "lap.plugin.seeds"},
@@ -51,7 +53,7 @@ EXPLAINERS = {
     "gxi": {"module": "xaibench.explain.attribution"},
     "ig": {"module": "xaibench.explain.attribution"},
     "smoothgrad": {"module": "xaibench.explain.attribution"},
-    "agf": {"module": "xaibench.explain.agf", "needs": "linear_head"},
+    "agf": {"module": "xaibench.explain.agf", "needs": "plain_layers"},
     "proto": {"module": "xaibench.explain.prototypes", "needs": "prototypes"},
 }
 

@@ -61,9 +61,10 @@ def cmd_explain(args, cfg):
     model, _ = load_model(paths.model_dir(args.dataset, args.variant, args.seed) / "model.pt",
                           expect={"dataset": args.dataset, "data_sha256": meta["content_sha256"]}, device=device)
     split = read_split(paths.prepared(args.dataset), args.split)
-    arrays = explain.explain_split(model, split, args.method, cfg["explain"]["target"], cfg["explain"]["batch_size"], device,
-                                   options=cfg["explain"]["options"].get(args.method, {}))
-    explain.save(paths.explanation(args.dataset, args.variant, args.seed, args.method, args.split), arrays)
+    for method in args.method:
+        arrays = explain.explain_split(model, split, method, cfg["explain"]["target"], cfg["explain"]["batch_size"],
+                                       device, options=cfg["explain"]["options"].get(method, {}))
+        explain.save(paths.explanation(args.dataset, args.variant, args.seed, method, args.split), arrays)
 
 
 def cmd_measure(args, cfg):
@@ -136,11 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--out", help="output folder (default results/models/{dataset}/{variant}/seed{seed})")
-    p = step("explain", cmd_explain, "explain one model's decisions on one split with one method "
+    p = step("explain", cmd_explain, "explain one model's decisions on one split with one or more methods "
              "(options from explain.options.{method})")
     p.add_argument("--dataset", required=True)
     p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
-    p.add_argument("--method", required=True, choices=list(catalog.EXPLAINERS))
+    p.add_argument("--method", required=True, action="append", choices=list(catalog.EXPLAINERS),
+                   help="explainer (repeatable)")
     p.add_argument("--split", required=True)
     p.add_argument("--seed", required=True, type=int)
     p = step("measure", cmd_measure, "compute metric families for one model (or every seed of a variant)")

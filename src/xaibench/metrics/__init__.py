@@ -150,7 +150,13 @@ def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family
 
 
 def run(name: str, ctx: Context) -> pd.DataFrame:
-    frame = FAMILIES.get(name)(ctx)
+    """Rows of family `name` for the model(s) of `ctx`; none when the family needs a capability
+    (catalog `applies_to`, e.g. `prototypes`) the variant's models lack."""
+    needed = catalog.FAMILIES[name].get("applies_to")
+    if needed and needed not in catalog.VARIANTS[ctx.variant].get("provides", []):
+        frame = pd.DataFrame(columns=ROW_COLUMNS)
+    else:
+        frame = FAMILIES.get(name)(ctx)
     if frame.empty:
         frame = pd.DataFrame(columns=ROW_COLUMNS)
     frame.insert(0, "dataset", ctx.dataset)
