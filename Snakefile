@@ -1,7 +1,7 @@
 # xaibench: train CNN classifiers several ways, explain them, score the explanations.
 # The one DAG of the suite. Settings: params.yaml (+ --configfile presets/*.yaml).
 # Run everything:        snakemake --cores all
-# One phase:             snakemake --cores all prepare|train|explain|measure|figures
+# One phase:             snakemake --cores all prepare|train|explain|generate|measure|figures
 # Report:                snakemake --report results/report.html
 
 from snakemake.utils import min_version
@@ -28,3 +28,4 @@ rule all:
     input:
         figure_files(),
         "results/summary.json",
+        prototype_files(),

@@ -18,7 +18,8 @@ METHODS = config["explain"]["methods"]
 SPLITS = config["explain"]["splits"]
 FAMILIES = config["metrics"]["families"]
 FORMATS = config["figures"]["formats"]
-HAVE = set(FAMILIES) | {"explanations"}
+FEATVIZ = catalog.featviz_models(config)  # paper B: the (variant, seed) models that get prototypes
+HAVE = set(FAMILIES) | {"explanations"} | ({"prototypes"} if FEATVIZ else set())
 FIGURES = [n for n, spec in catalog.FIGURES.items()
            if set(spec["needs"]) <= HAVE and set(spec.get("variants", VARIANTS)) & set(VARIANTS)]
 
@@ -92,6 +93,11 @@ def explain_settings(variant):
 
 def measure_settings(wildcards):
     extra = {} if "seed" in wildcards.keys() else {"train": {"seeds": seeds_of(wildcards.variant)}}  # families spanning seeds
+    if "seed" in wildcards.keys() and any("prototypes" in catalog.FAMILIES[f]["needs"] for f in MODEL_FAMILIES):
+        # paper B: only whether this model has prototypes (so other featviz settings never rerun it)
+        chosen = (wildcards.variant, int(wildcards.seed)) in FEATVIZ
+        extra["featviz"] = {"variants": [wildcards.variant] if chosen else [], "seeds": [int(wildcards.seed)] if chosen else []}
+        extra["train"] = {"seeds": [int(wildcards.seed)]}
     return as_json(device=config["device"], explain=config["explain"], metrics=without("metrics", "families"), **extra)
 
 
@@ -114,7 +120,18 @@ def measure_inputs(wildcards):
         if "explanations" in needs:
             files += [str(paths.explanation(wildcards.dataset, wildcards.variant, seed, m, s))
                       for m in catalog.methods_for(METHODS, wildcards.variant) for s in SPLITS]
+        if "prototypes" in needs and (wildcards.variant, int(seed)) in FEATVIZ:
+            files.append(str(paths.prototypes(wildcards.dataset, wildcards.variant, seed)))
     return files
+
+
+def featviz_settings():
+    """Paper B generation settings (methods and options; which models get them is the DAG's business)."""
+    return as_json(device=config["device"], featviz=without("featviz", "variants", "seeds"))
+
+
+def prototype_files():
+    return [str(paths.prototypes(d, v, s, ext)) for d in DATASETS for v, s in FEATVIZ for ext in ("npz", "png")]
 
 
 def family_units(wildcards):
@@ -136,6 +153,8 @@ def figure_inputs(names):
         if "explanations" in needs:
             files += [str(paths.explanation(wildcards.dataset, v, s, m, "test"))
                       for v, s in models() for m in catalog.methods_for(METHODS, v)]
+        if "prototypes" in needs:
+            files += [str(paths.prototypes(wildcards.dataset, v, s)) for v, s in FEATVIZ]
         files += [model_file(wildcards.dataset, v, seeds_of(v)[0]) for name in names
                   for v in catalog.FIGURES[name].get("variants", []) if v in VARIANTS]
         return sorted(set(files))
@@ -148,7 +167,8 @@ def figure_settings(wildcards):
     return as_json(figures=config["figures"], datasets=DATASETS,
                    train={"variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}},
                    explain={"methods": METHODS, "splits": SPLITS, "options": config["explain"]["options"]}, metrics=config["metrics"],
-                   data={"shapes": {"classes": config["data"]["shapes"]["classes"]}})
+                   data={"shapes": {"classes": config["data"]["shapes"]["classes"]}},
+                   featviz={"variants": config["featviz"]["variants"], "seeds": config["featviz"]["seeds"]})
 
 
 def model_files():

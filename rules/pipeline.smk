@@ -63,6 +63,26 @@ for variant in VARIANTS:
             " {params.methods} --split {wildcards.split} --threads {threads} --config {params.settings:q} > {log} 2>&1"
 
 
+# Paper B: one image per class by every featviz method, for the models selected in `featviz`.
+rule generate_prototypes:
+    input:
+        data="data/prepared/{dataset}",
+        model="results/models/{dataset}/{variant}/seed{seed}/model.pt",
+    output:
+        npz="results/prototypes/{dataset}/{variant}/seed{seed}.npz",
+        png="results/prototypes/{dataset}/{variant}/seed{seed}.png",
+    params:
+        settings=featviz_settings(),
+    threads: 1
+    log:
+        "results/logs/generate/{dataset}/{variant}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/generate/{dataset}/{variant}/seed{seed}.tsv"
+    shell:
+        "xaibench generate --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --threads {threads} --config {params.settings:q} > {log} 2>&1"
+
+
 if MODEL_FAMILIES:
 
     rule measure_model:
@@ -179,6 +199,11 @@ rule train:
 rule explain:
     input:
         explanation_files(),
+
+
+rule generate:
+    input:
+        prototype_files(),
 
 
 rule measure:

@@ -15,7 +15,8 @@ variant whose trained model it starts from (trained first, same seed); `seeds` i
 Explainer entries: `needs` is a capability a model must provide (the explainer applies only there).
 Family scope: `model` runs once per trained model (dataset × variant × seed); `variant` runs once
 per variant with every seed's outputs at hand (e.g. cross-run stability).
-Family needs: `models` (checkpoints), `explanations` (maps of every method × split), or both;
+Family needs: `models` (checkpoints), `explanations` (maps of every method × split), `prototypes`
+(paper B's generated images, results/prototypes/; only for the models `featviz_models` selects);
 `applies_to` names a capability the variant must provide (else the family writes no rows for it).
 Family metrics: metric name -> score direction, "higher" or "lower" is better, or "none" where the
 measure describes rather than ranks (figures and tables take arrows and sort orders from it).
@@ -76,6 +77,14 @@ def seeds_for(cfg: dict, variant: str) -> list[int]:
     return [s for s in seeds if s in node]
 
 
+def featviz_models(cfg: dict) -> list[tuple[str, int]]:
+    """The (variant, seed) models paper B generates prototypes for: featviz.variants that are trained
+    (others are skipped) × featviz.seeds that the variant is trained for."""
+    fv = cfg["featviz"]
+    return [(v, s) for v in fv["variants"] if v in cfg["train"]["variants"] for s in seeds_for(cfg, v)
+            if s in fv["seeds"]]
+
+
 def direction(family: str, metric: str) -> str:
     """"higher", "lower" or "none": which way `metric` of `family` is better."""
     return FAMILIES.get(family, {}).get("metrics", {}).get(metric, "none")
@@ -106,6 +115,13 @@ FAMILIES = {
     "deletion": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
+    # Paper B: activation paths of generated images (featviz methods) and of natural images
+    # (method "natural", leave-one-out) against their class mean; cue strength of generated images.
+    # Rows only for the models selected in `featviz` (variants × seeds); others write none.
+    "activations": {"scope": "model", "needs": ["models", "prototypes"], "module": "xaibench.metrics.activations",
+                    "metrics": {"spearman": "higher", "l1": "lower", "share_spearman": "higher", "share_l1": "higher",
+                                "classified": "higher", "cue_colour_strength": "none",
+                                "cue_colour_strength_image": "none", "cue_logit_drop": "none"}},
 }
 
 
@@ -192,5 +208,18 @@ FIGURES = {
     "salience_gallery": {
         "module": "xaibench.figures.salience",
         "needs": ["explanations"],
+    },
+    # Paper B. "prototypes": the generated images of the models selected in `featviz`.
+    "prototypes_grid": {
+        "module": "xaibench.figures.prototypes",
+        "needs": ["prototypes"],
+    },
+    "activation_paths": {
+        "module": "xaibench.figures.prototypes",
+        "needs": ["activations"],
+    },
+    "prototype_cue": {
+        "module": "xaibench.figures.prototypes",
+        "needs": ["activations"],
     },
 }

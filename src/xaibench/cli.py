@@ -15,6 +15,7 @@ EPILOG = """steps, in pipeline order:
   prepare   write data/prepared/{dataset}/{split}.npz + meta.json
   train     write results/models/{dataset}/{variant}/seed{seed}/ (model.pt, history.csv, summary.json)
   explain   write results/explanations/{dataset}/{variant}/seed{seed}/{method}/{split}.npz
+  generate  write results/prototypes/{dataset}/{variant}/seed{seed}.npz + .png (paper B)
   measure   write per-image rows of one metric family for one model (or all seeds of a variant)
   aggregate combine per-model rows into the tidy results/metrics/{dataset}/{family}.csv
   summary   headline numbers per dataset x variant into results/summary.json (DVC metrics)
@@ -65,6 +66,25 @@ def cmd_explain(args, cfg):
         arrays = explain.explain_split(model, split, method, cfg["explain"]["target"], cfg["explain"]["batch_size"],
                                        device, options=cfg["explain"]["options"].get(method, {}))
         explain.save(paths.explanation(args.dataset, args.variant, args.seed, method, args.split), arrays)
+
+
+def cmd_generate(args, cfg):
+    """Paper B: every featviz method's image per class for one model, as .npz and a classes × methods grid."""
+    from . import featviz
+    from .data import read_meta
+    from .io import save_npz
+    from .training.fit import load_model, resolve_device
+    device = resolve_device(cfg["device"])
+    meta = read_meta(paths.prepared(args.dataset))
+    model, _ = load_model(paths.model_dir(args.dataset, args.variant, args.seed) / "model.pt",
+                          expect={"dataset": args.dataset, "data_sha256": meta["content_sha256"]}, device=device)
+    arrays = featviz.generate_prototypes(cfg, model, meta, args.seed)
+    save_npz(paths.prototypes(args.dataset, args.variant, args.seed), **arrays)
+    featviz.draw_grid(arrays, paths.prototypes(args.dataset, args.variant, args.seed, "png"),
+                      title=f"{args.dataset} / {args.variant} / seed {args.seed}: generated images "
+                            "(rows: class; red frame: not classified as its class)")
+    hits = {m: int((arrays[f"{m}_logits"].argmax(1) == range(len(meta["classes"]))).sum()) for m in arrays["methods"]}
+    print(" ".join(f"{m}: {n}/{len(meta['classes'])} classified as their class" for m, n in hits.items()))
 
 
 def cmd_measure(args, cfg):
@@ -144,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, action="append", choices=list(catalog.EXPLAINERS),
                    help="explainer (repeatable)")
     p.add_argument("--split", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p = step("generate", cmd_generate, "paper B: generate one image per class with every featviz method "
+             "(prototype, fourier_fv, pixel_ascent) for one model; options from featviz.options.{method}")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
     p.add_argument("--seed", required=True, type=int)
     p = step("measure", cmd_measure, "compute metric families for one model (or every seed of a variant)")
     p.add_argument("--dataset", required=True)

@@ -83,6 +83,10 @@ def validate(cfg: dict) -> dict:
         source = catalog.VARIANTS[variant].get("source")
         if source and source not in cfg["train"]["variants"]:
             raise ConfigError(f"train.variants: {variant} is trained from the {source} model; add {source} too")
+    missing = sorted(set(cfg["featviz"]["seeds"]) - set(cfg["train"]["seeds"]))
+    if missing:
+        raise ConfigError(f"featviz.seeds: {missing} not in train.seeds {cfg['train']['seeds']}; "
+                          "prototypes are generated only for trained models")
     return cfg
 
 

@@ -22,6 +22,11 @@ def explanation(dataset: str, variant: str, seed: int | str, method: str, split:
     return RESULTS / "explanations" / dataset / variant / f"seed{seed}" / method / f"{split}.npz"
 
 
+def prototypes(dataset: str, variant: str, seed: int | str, ext: str = "npz") -> Path:
+    """Generated images of one model (paper B): every featviz method's image per class (.npz) and their grid (.png)."""
+    return RESULTS / "prototypes" / dataset / variant / f"seed{seed}.{ext}"
+
+
 def measure_unit(dataset: str, family: str, variant: str, unit: str) -> Path:
     """Per-image metric rows of one model (`unit` = 'seed0', ...) or of all seeds of a variant ('seeds')."""
     return RESULTS / "metrics" / dataset / family / variant / f"{unit}.parquet"

@@ -174,7 +174,7 @@ def _classes(dataset):
 
 def wanted(cfg: dict) -> list[str]:
     """Figures this configuration can draw: those whose metric families are all computed."""
-    have = set(cfg["metrics"]["families"]) | {"explanations"}
+    have = set(cfg["metrics"]["families"]) | {"explanations"} | ({"prototypes"} if catalog.featviz_models(cfg) else set())
     variants = set(cfg["train"]["variants"])
     return [name for name, spec in catalog.FIGURES.items()
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]

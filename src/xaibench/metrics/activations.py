@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import register
 from .similarity import spearman
 
 
@@ -219,3 +220,56 @@ def path_rows(result: dict, method: str, split: str = "test") -> "pd.DataFrame":
                        for li, name in enumerate(result["layers"])]
             frames.append(rows(who, split, f"share_{key}", result[f"{prefix}share_{key}"].numpy()))
     return pd.concat(frames, ignore_index=True)
+
+
+# ---- the `activations` metric family (catalog: scope model, needs models + prototypes) ------------
+
+def selected(cfg: dict, variant: str, seed: int) -> bool:
+    """Whether paper B generated images for this model (featviz.variants × featviz.seeds)."""
+    return variant in cfg["featviz"]["variants"] and int(seed) in cfg["featviz"]["seeds"]
+
+
+@register("activations")
+def family(ctx) -> "pd.DataFrame":
+    """Per-image rows of paper B for one model: each featviz method's images and the natural test images.
+
+    Per layer (`setting` = layer, `level` = depth): `spearman`, `l1` to the class mean of natural
+    test activations (natural images leave-one-out, method "natural"); `share_spearman`, `share_l1`
+    (metrics.activations.quantile); per generated image: `classified` (argmax = its class) and, on
+    datasets with the planted cue, `cue_colour_strength` (corner), `cue_colour_strength_image`
+    (whole image) and `cue_logit_drop`. Models not selected in `featviz` get no rows.
+    """
+    import pandas as pd
+
+    from .. import paths
+    from ..io import load_npz
+    from ..tidy import ROW_COLUMNS, rows
+    if not selected(ctx.cfg, ctx.variant, ctx.seed):
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    arrays = load_npz(paths.prototypes(ctx.dataset, ctx.variant, ctx.seed))
+    methods, k = [str(m) for m in arrays["methods"]], len(arrays["classes"])
+    model = ctx.model(ctx.seed)
+    test = ctx.split("test")
+    images = torch.cat([torch.from_numpy(arrays[m]).float() for m in methods])
+    targets = torch.arange(k).repeat(len(methods))
+    opts = ctx.cfg["metrics"]["activations"]
+    result = activation_paths(model, images, targets, test.tensors(), torch.from_numpy(test.labels), k,
+                              opts["quantile"], opts["batch_size"])
+    meta = ctx.meta()
+    cue_px = cue_pixels(int(meta["image_size"]), meta["settings"]["cue_size"]) if meta.get("has_cue") else None
+    frames = []
+    for i, method in enumerate(methods):
+        part = slice(i * k, (i + 1) * k)
+        sub = {key: (value[..., part] if key in ("spearman", "l1", "share_spearman", "share_l1") else value)
+               for key, value in result.items()}
+        frame = path_rows(sub, method)
+        frames.append(frame if i == 0 else frame[frame.method != "natural"])
+        x, t = images[part], targets[part]
+        frames.append(rows(method, "test", "classified", arrays[f"{method}_logits"].argmax(1) == np.arange(k)))
+        if cue_px:
+            frames.append(rows(method, "test", "cue_colour_strength", cue_colour_strength(x, t, cue_px, k).numpy()))
+            frames.append(rows(method, "test", "cue_colour_strength_image",
+                               cue_colour_strength(x, t, cue_px, k, region="image").numpy()))
+            frames.append(rows(method, "test", "cue_logit_drop", cue_logit_drop(model, x, t, cue_px).numpy()))
+    return pd.concat(frames, ignore_index=True)
+
