@@ -30,7 +30,13 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         table = pd.read_csv(root / f"results/metrics/shapes/{family}.csv")
         assert list(table.columns) == COLUMNS, family
         assert len(table) > 0 and table.value.notna().any()
-        assert set(table.variant) == set(cfg["train"]["variants"])
+        # families reading prototypes (paper B) have rows only for the models featviz selects
+        expected = ({v for v, _ in catalog.featviz_models(cfg)} if "prototypes" in catalog.FAMILIES[family]["needs"]
+                    else set(cfg["train"]["variants"]))
+        assert set(table.variant) == expected, family
+    for variant, seed in catalog.featviz_models(cfg):
+        for ext in ("npz", "png"):
+            assert (root / f"results/prototypes/shapes/{variant}/seed{seed}.{ext}").is_file()
     figures = list((root / "results/figures/shapes").glob("*.png"))
     assert {f.stem for f in figures} == set(wanted(cfg))
     assert all(Image.open(f).size[0] > 300 for f in figures)

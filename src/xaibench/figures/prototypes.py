@@ -70,7 +70,9 @@ def activation_paths(cfg, dataset):
     for ax, metric in zip(axes, ("spearman", "l1")):
         curves = _per_layer(data[data.metric == metric])
         names = None
-        for (variant, method), (depth, layer_names, values) in sorted(curves.items()):
+        order = sorted(curves, key=lambda vm: (methods.index(vm[1]), variants.index(vm[0]) if vm[0] in variants else 99))
+        for variant, method in order:
+            depth, layer_names, values = curves[(variant, method)]
             if variant not in variants:
                 continue
             names = layer_names if names is None or len(layer_names) > len(names) else names
@@ -81,7 +83,7 @@ def activation_paths(cfg, dataset):
         ax.set_xlabel("layer (input → logits)")
         if metric == "spearman":
             ax.axhline(0, color="grey", ls=":", lw=1)
-            ax.text(0, 0, " 0 = no rank agreement", color="grey", fontsize=7, va="bottom")
+            ax.text(len(names) - 1, 0, "0 = no rank agreement ", color="grey", fontsize=7, va="top", ha="right")
             ax.set(ylabel="Spearman ρ with the class mean" + catalog.arrow("activations", metric),
                    title="rank similarity of activations to the class mean")
         else:
@@ -125,5 +127,5 @@ def prototype_cue(cfg, dataset):
     if axes[-1].legend_:
         axes[-1].legend(title="variant", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle(f"{dataset}: the planted corner cue in generated images (bars: mean over classes and seeds; "
-                 "dots: seeds)", y=1.02)
+                 "dots: seeds)", y=1.08)
     return save(fig, cfg, dataset, "prototype_cue")
