@@ -97,3 +97,16 @@ def test_generate_refuses_a_missing_model_in_one_line(tmp_path, monkeypatch, cap
     assert cli.main(["generate", "--dataset", "shapes", "--variant", "standard", "--seed", "0", "--config", "{}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "xaibench generate: error:" in err[0]
+
+
+def test_max_natural_limits_the_reference_not_the_class_means(project):
+    _, cfg = project
+    full = metrics.run("activations", metrics.Context(cfg, "shapes", "standard", [0]))
+    few_cfg = dict(cfg, metrics=dict(cfg["metrics"], activations=dict(cfg["metrics"]["activations"], max_natural=20)))
+    few = metrics.run("activations", metrics.Context(few_cfg, "shapes", "standard", [0]))
+    nat = few[(few.method == "natural") & (few.metric == "spearman")]
+    assert len(nat) == 20 * nat.setting.nunique()
+    gen = lambda f: f[(f.method == "prototype") & (f.metric.isin(["spearman", "l1"]))].value.to_numpy()  # noqa: E731
+    np.testing.assert_allclose(gen(few), gen(full))  # generated images still compared with all-image class means
+    first = full[(full.method == "natural") & (full.metric == "spearman") & (full.image < 20)]
+    np.testing.assert_allclose(np.sort(nat.value.to_numpy()), np.sort(first.value.to_numpy()), rtol=1e-5)
