@@ -79,11 +79,11 @@ def activation_paths(cfg, dataset):
             ax.plot(depth, values, VARIANT_STYLES[variants.index(variant) % len(VARIANT_STYLES)],
                     color=METHOD_COLOURS.get(method, "black"), marker="o", ms=3.5,
                     lw=2.2 if method == "natural" else 1.5, label=f"{method} / {variant}")
-        ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, fontsize=8)
         ax.set_xlabel("layer (input → logits)")
         if metric == "spearman":
             ax.axhline(0, color="grey", ls=":", lw=1)
-            ax.text(len(names) - 1, 0, "0 = no rank agreement ", color="grey", fontsize=7, va="top", ha="right")
+            ax.text(len(names), 0, "0 = no rank agreement ", color="grey", fontsize=7, va="top", ha="right")
             ax.set(ylabel="Spearman ρ with the class mean" + catalog.arrow("activations", metric),
                    title="rank similarity of activations to the class mean")
         else:

@@ -214,14 +214,15 @@ def cue_logit_drop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor
 def path_rows(result: dict, method: str, split: str = "test") -> "pd.DataFrame":
     """Per-image tidy rows of an `activation_paths` result: the generated images under `method`,
     the natural images (leave-one-out) under method "natural". Per-layer metrics `spearman`/`l1`
-    carry the layer name as `setting` and its depth (0 = first) as `level`; `share_spearman` and
+    carry the layer name as `setting` and its depth (1 = first, so `summarize`, which averages
+    curves over levels > 0, keeps every layer) as `level`; `share_spearman` and
     `share_l1` span layers."""
     import pandas as pd
     from ..tidy import rows
     frames = []
     for who, prefix in ((method, ""), ("natural", "natural_")):
         for key in ("spearman", "l1"):
-            frames += [rows(who, split, key, result[f"{prefix}{key}"][li].numpy(), setting=name, level=li)
+            frames += [rows(who, split, key, result[f"{prefix}{key}"][li].numpy(), setting=name, level=li + 1)
                        for li, name in enumerate(result["layers"])]
             frames.append(rows(who, split, f"share_{key}", result[f"{prefix}share_{key}"].numpy()))
     return pd.concat(frames, ignore_index=True)
