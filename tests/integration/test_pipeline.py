@@ -78,6 +78,18 @@ def test_changed_setting_reruns_only_what_depends_on_it(smoke_run, tmp_path):
     assert set(jobs_of(out.stdout + out.stderr)) == {"draw_figures_1", "draw_figures_2", "all"}  # nothing upstream
 
 
+def test_featviz_option_regenerates_only_paper_b(smoke_run, tmp_path):
+    root, _ = smoke_run
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["featviz"]["options"]["prototype"]["steps"] += 1
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    out = run(["snakemake", "-n", "--configfile", str(tmp_path / "p.yaml")], root)
+    jobs = jobs_of(out.stdout + out.stderr)
+    selected = len(catalog.featviz_models(config.validate(params)))
+    assert jobs["generate_prototypes"] == selected and jobs["measure_model"] == selected  # only the selected models
+    assert "train_model" not in jobs and not any(j.startswith("explain") for j in jobs)
+
+
 def test_bad_settings_fail_at_parse_time_naming_the_key(tmp_path):
     root = copy_workflow(tmp_path / "wf")
     (tmp_path / "bad.yaml").write_text("train:\n  epochs: -1\n")
