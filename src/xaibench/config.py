@@ -43,6 +43,7 @@ CATALOG_ENUMS = {
     ("train", "variants"): "VARIANTS",
     ("explain", "methods"): "EXPLAINERS",
     ("metrics", "families"): "FAMILIES",
+    ("featviz", "variants"): "VARIANTS",
 }
 
 
