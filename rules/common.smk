@@ -1,10 +1,40 @@
 # Config validation and the small pure helpers that compute each rule's inputs and settings.
 import json
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from xaibench import catalog, paths
 from xaibench import config as settings_schema
+from xaibench.data import split_names
+
+
+def clear_stale_locks():
+    """Let a plain rerun recover from a killed run: drop Snakemake's directory locks when no other
+    run of this workflow is alive.
+
+    Every main Snakemake process holds an flock on .snakemake/xaibench-run.lock for its lifetime;
+    the OS releases it when the process dies, even on SIGKILL. If we can take it, nobody else runs
+    here and the locks in .snakemake/locks are left over from a crash (what `--unlock` removes).
+    If another run is alive we take nothing and Snakemake's own lock check applies as usual.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: keep Snakemake's behaviour (`snakemake --unlock` after a crash)
+        return None
+    Path(".snakemake").mkdir(exist_ok=True)
+    handle = open(".snakemake/xaibench-run.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    for stale in Path(".snakemake/locks").glob("*.lock"):
+        stale.unlink(missing_ok=True)
+    return handle
+
+
+RUN_LOCK = clear_stale_locks() if workflow.is_main_process else None
 
 try:
     settings_schema.validate(config)
@@ -18,10 +48,7 @@ METHODS = config["explain"]["methods"]
 SPLITS = config["explain"]["splits"]
 FAMILIES = config["metrics"]["families"]
 TRAINABLE = settings_schema.schema()["properties"]["train"]["properties"]["variants"]["items"]["enum"]
-PLUGIN_SEEDS = (
-    [s for s in config["train"]["lap"]["plugin"]["seeds"] if s in SEEDS]
-    if {"standard", "lap"} <= set(VARIANTS) else []
-)
+PLUGIN_SEEDS = config["train"]["lap"]["plugin"]["seeds"] if {"standard", "lap"} <= set(VARIANTS) else []
 FORMATS = ["png"] + [f for f in config["figures"]["formats"] if f != "png"]
 HAVE = set(FAMILIES) | {"explanations"}
 FIGURES = [n for n, spec in catalog.FIGURES.items()
@@ -52,15 +79,27 @@ def without(section, *keys):
     return {k: v for k, v in config[section].items() if k not in keys}
 
 
-def prepare_settings(wildcards):
+# The training settings a model was made with: every step that loads a model passes them, so the
+# model's stored config is checked against them (xaibench.training.fit.load_trained).
+MODEL_SETTINGS = without("train", "variants", "seeds", "threads")
+
+
+def prepare_settings(dataset):
     data = config["data"]
-    return as_json(datasets=[wildcards.dataset],
-                   data={"seed": data["seed"], "image_size": data["image_size"], wildcards.dataset: data[wildcards.dataset]})
+    return as_json(datasets=[dataset],
+                   data={"seed": data["seed"], "image_size": data["image_size"], dataset: data[dataset]})
+
+
+def prepared_files(dataset):
+    """Every file `xaibench prepare` writes for a dataset: one per split, and meta.json."""
+    root = paths.prepared(dataset)
+    return [str(root / f"{split}.npz") for split in split_names(dataset, config["data"])] + [str(root / "meta.json")]
 
 
 def measure_settings(wildcards):
-    extra = {} if "seed" in wildcards.keys() else {"train": {"seeds": SEEDS}}  # families that span seeds
-    return as_json(device=config["device"], explain=config["explain"], metrics=without("metrics", "families"), **extra)
+    seeds = {} if "seed" in wildcards.keys() else {"seeds": SEEDS}  # families that span seeds
+    return as_json(device=config["device"], explain=config["explain"], metrics=without("metrics", "families"),
+                   train={**MODEL_SETTINGS, **seeds})
 
 
 def model_file(dataset, variant, seed):
@@ -85,11 +124,15 @@ def measure_inputs(wildcards):
     return files
 
 
-def family_units(wildcards):
+def dataset_units(dataset):
     """Every per-model (or per-variant) rows file of every configured family of a dataset."""
     units = {"model": [f"seed{s}" for s in SEEDS], "variant": ["seeds"]}
-    return [str(paths.measure_unit(wildcards.dataset, f, v, u)) for f in FAMILIES for v in VARIANTS
+    return [str(paths.measure_unit(dataset, f, v, u)) for f in FAMILIES for v in VARIANTS
             for u in units[catalog.FAMILIES[f]["scope"]]]
+
+
+def family_units(wildcards):
+    return dataset_units(wildcards.dataset)
 
 
 def figure_inputs(names):
@@ -112,12 +155,18 @@ def figure_inputs(names):
 
 def figure_settings(wildcards):
     return as_json(figures=config["figures"], datasets=DATASETS,
-                   train={"variants": VARIANTS, "seeds": SEEDS}, explain={"methods": METHODS, "splits": SPLITS},
+                   train={**MODEL_SETTINGS, "variants": VARIANTS, "seeds": SEEDS}, explain={"methods": METHODS, "splits": SPLITS},
                    metrics={"families": FAMILIES}, data={"shapes": {"classes": config["data"]["shapes"]["classes"]}})
 
 
+MODEL_OUTPUTS = ("model.pt", "history.csv", "summary.json")
+
+
 def model_files():
-    return [model_file(d, v, s) for d in DATASETS for v in VARIANTS for s in SEEDS]
+    """Every file of every trained model, plug-in models included."""
+    models = [(d, v, s) for d in DATASETS for v in VARIANTS for s in SEEDS]
+    models += [(d, "lap_plugin", s) for d in DATASETS for s in PLUGIN_SEEDS]
+    return [str(paths.model_dir(*m) / name) for m in models for name in MODEL_OUTPUTS]
 
 
 def explanation_files():
@@ -126,7 +175,9 @@ def explanation_files():
 
 
 def metric_tables():
-    return [str(paths.metric_table(d, f)) for d in DATASETS for f in FAMILIES]
+    """Every per-model rows file and every tidy table (csv and parquet) of every dataset."""
+    units = [u for d in DATASETS for u in dataset_units(d)]
+    return units + [str(paths.metric_table(d, f, ext)) for d in DATASETS for f in FAMILIES for ext in ("csv", "parquet")]
 
 
 def plugin_files():

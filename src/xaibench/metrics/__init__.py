@@ -6,7 +6,6 @@ dataset × variant × seed × method × split × metric × setting × level (DES
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Callable
@@ -16,7 +15,7 @@ import pandas as pd
 import torch
 
 from .. import catalog, paths
-from ..io import load_explanation
+from ..io import load_explanation, load_json, read_table
 from ..data import read_meta, read_split
 
 from ..tidy import COLUMNS, ROW_COLUMNS, aggregate, rows  # noqa: F401  (the families' row helpers)
@@ -69,10 +68,8 @@ class Context:
         return read_split(paths.prepared(self.dataset), name)
 
     def model(self, seed: int):
-        from ..training.fit import load_model
-        model, _ = load_model(paths.model_dir(self.dataset, self.variant, seed) / "model.pt",
-                              expect={"dataset": self.dataset, "data_sha256": self.meta()["content_sha256"]},
-                              device=self.device)
+        from ..training.fit import load_trained
+        model, _ = load_trained(self.cfg, self.dataset, self.variant, seed, self.device)
         return model
 
     def explanation(self, seed: int, method: str, split: str) -> dict:
@@ -101,7 +98,7 @@ def summarize(cfg: dict) -> dict:
     out: dict = {}
     for dataset in cfg["datasets"]:
         for family in cfg["metrics"]["families"]:
-            table = pd.read_csv(paths.metric_table(dataset, family), keep_default_na=False, na_values=[""])
+            table = read_table(paths.metric_table(dataset, family))
             keys = ["variant", "method", "split", "metric"]
             per_seed = table.groupby(keys + ["seed"])["value"].mean().reset_index()
             stats = per_seed.groupby(keys)["value"].agg(["mean", "std"])
@@ -113,7 +110,7 @@ def summarize(cfg: dict) -> dict:
         for seed in cfg["train"]["lap"]["plugin"]["seeds"]:
             path = paths.model_dir(dataset, "lap_plugin", seed) / "summary.json"
             if {"standard", "lap"} <= set(cfg["train"]["variants"]) and path.is_file():
-                plug = json.loads(path.read_text())["plugin"]
+                plug = load_json(path)["plugin"]
                 out[dataset].setdefault("lap_plugin", {})[f"seed{seed}"] = {
                     stage: round(plug[stage]["test_accuracy"], 4) for stage in ("original", "at_init", "after")}
     return out
