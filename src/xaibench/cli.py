@@ -132,6 +132,7 @@ OS_ADVICE = {"EACCES": "not permitted; fix the permissions of the file or folder
              "EDQUOT": "disk quota exceeded; free some and rerun",
              "EISDIR": "is a folder, a file was expected",
              "ENOTDIR": "a path component is a file, a folder was expected",
+             "EEXIST": "exists and is not a folder; move it away",
              "ENOENT": "not found"}
 
 
