@@ -57,7 +57,7 @@ def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
     assert "enum: [mean, blur], default: mean" in text
     schema.write_text(text.replace("enum: [mean, blur], default: mean", "enum: [mean, blur], default: blur"))
     assert stale_stages(clone) == {"prepare", "train", "explain", "measure", "figures"}
-    jobs = jobs_of(run(["snakemake", "-n"], clone).stdout)
+    jobs = jobs_of(run("PYTHONPATH=src snakemake -n", clone).stdout)  # the clone's own library
     assert jobs["measure_model"] == n_models and "train_model" not in jobs and "explain_model" not in jobs
     run("git checkout -q src/xaibench/params.schema.yaml", clone)
 

@@ -19,14 +19,18 @@ def sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_deleted_split_is_regenerated_byte_identical_without_retraining(smoke_run):
+def test_deleted_split_is_regenerated_byte_identical(smoke_run):
+    """A plain run would regenerate it and (Snakemake cannot know the bytes come out the same)
+    everything downstream; the phase target regenerates it alone, and since the bytes and meta.json
+    are identical, nothing downstream is stale afterwards."""
     root, _ = smoke_run
     split = root / "data/prepared/shapes/test.npz"
     before = sha(split)
     split.unlink()
-    out = run(["snakemake", "--cores", "2"], root)
-    assert set(jobs_of(out.stdout + out.stderr)) == {"prepare_shapes", "all"}
-    assert sha(split) == before  # same bytes, and meta.json unchanged: nothing downstream reruns
+    assert "prepare_shapes" in jobs_of(run(["snakemake", "-n"], root).stdout)
+    out = run(["snakemake", "--cores", "2", "prepare"], root)
+    assert set(jobs_of(out.stdout + out.stderr)) == {"prepare_shapes", "prepare"}
+    assert sha(split) == before
     assert "Nothing to be done" in run(["snakemake", "-n"], root).stdout
 
 
