@@ -143,7 +143,7 @@ def test_checkpoint_from_other_config_is_refused(tiny_project, tiny_cfg):
     train(tiny_cfg, tiny_project / "data/prepared/shapes", "standard", 0, tiny_project / "m", "cpu")
     model, mcfg = load_model(tiny_project / "m/model.pt", expect={"dataset": "shapes"})
     assert mcfg["variant"] == "standard"
-    with pytest.raises(CheckpointMismatch, match=r"made with dataset='shapes' but 'digits' was asked for"):
+    with pytest.raises(CheckpointMismatch, match=r"made with dataset='shapes' but the settings ask for 'digits'"):
         load_model(tiny_project / "m/model.pt", expect={"dataset": "digits"})
     (tiny_project / "m/bad.pt").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="bad.pt: corrupt"):
