@@ -26,6 +26,9 @@ include: "rules/pipeline.smk"
 rule all:
     default_target: True
     input:
-        figure_files(),
-        "results/summary.json",
-        prototype_files(),
+        rules.prepare.input,
+        rules.train.input,
+        rules.explain.input,
+        rules.generate.input,
+        rules.measure.input,
+        rules.figures.input,

@@ -30,9 +30,8 @@ def project(tmp_path_factory):
     try:
         assert cli.main(["train", "--dataset", "shapes", "--variant", "standard", "--seed", "0",
                          "--config", json.dumps(cfg)]) == 0
-        fv = {k: v for k, v in cfg["featviz"].items() if k not in ("variants", "seeds")}
         assert cli.main(["generate", "--dataset", "shapes", "--variant", "standard", "--seed", "0",
-                         "--config", json.dumps({"device": "cpu", "featviz": fv})]) == 0
+                         "--config", json.dumps(cfg)]) == 0
         yield root, cfg
     finally:
         os.chdir(cwd)

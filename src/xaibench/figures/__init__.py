@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import catalog, paths  # noqa: E402
-from ..io import atomic_path  # noqa: E402
+from ..io import atomic_path, read_table  # noqa: E402
 from ..registry import Registry  # noqa: E402
 
 FIGURES = Registry("figure", catalog.FIGURES)
@@ -44,7 +44,7 @@ def table(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return read_table(path)
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):

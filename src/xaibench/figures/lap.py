@@ -57,15 +57,13 @@ def lap_attention(cfg, dataset):
     """
     import torch
 
-    from ..data import read_meta, read_split
+    from ..data import read_split
     from ..explain import upsample
     from ..explain.lap import lap as lap_explainer
-    from ..training.fit import load_model
+    from ..training.fit import load_trained
 
     seed = cfg["train"]["seeds"][0]
-    meta = read_meta(paths.prepared(dataset))
-    model, _ = load_model(paths.model_dir(dataset, "lap", seed) / "model.pt",
-                          expect={"dataset": dataset, "data_sha256": meta["content_sha256"]})
+    model, _ = load_trained(cfg, dataset, "lap", seed)
     split = read_split(paths.prepared(dataset), "test")
     n = min(cfg["figures"]["gallery_images"], len(split))
     idx = np.linspace(0, len(split) - 1, n).astype(int)
