@@ -30,9 +30,12 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         table = pd.read_csv(root / f"results/metrics/shapes/{family}.csv")
         assert list(table.columns) == COLUMNS, family
         assert len(table) > 0 and table.value.notna().any()
-        # families reading prototypes (paper B) have rows only for the models featviz selects
-        expected = ({v for v, _ in catalog.featviz_models(cfg)} if "prototypes" in catalog.FAMILIES[family]["needs"]
-                    else set(cfg["train"]["variants"]))
+        spec = catalog.FAMILIES[family]
+        expected = {v for v in cfg["train"]["variants"]  # a family's capability; seed pairs for variant scope
+                    if spec.get("applies_to") in (None, *catalog.VARIANTS[v].get("provides", []))
+                    and (spec["scope"] == "model" or len(catalog.seeds_for(cfg, v)) > 1)}
+        if "prototypes" in spec["needs"]:  # paper B: rows only for the models featviz selects
+            expected &= {v for v, _ in catalog.featviz_models(cfg)}
         assert set(table.variant) == expected, family
     for variant, seed in catalog.featviz_models(cfg):
         for ext in ("npz", "png"):
