@@ -41,6 +41,7 @@ FIGURES = {
     },
     "localization": {
         "needs": ["localization"],
+        "table": True,
     },
     "gallery": {
         "needs": ["explanations"],

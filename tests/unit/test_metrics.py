@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from xaibench.tidy import aggregate, rows
-from xaibench.metrics.localization import pixel_average_precision, pointing_game, relevance_mass
+from xaibench.metrics.localization import (baseline_maps, box_masks, cue_mass, pixel_average_precision, pointing_game,
+                                           relevance_mass)
 from xaibench.metrics.salience import histogram_entropy, spatial_entropy
 
 
@@ -47,6 +48,53 @@ def test_localization_analytic():
     assert relevance_mass(inside, mask).item() == 1.0 and pointing_game(inside, mask).item() == 1.0
     assert relevance_mass(outside, mask).item() == 0.0 and pointing_game(outside, mask).item() == 0.0
     assert pixel_average_precision(inside, mask).item() == 1.0
+
+
+def _blob_masks():
+    """Masks of different sizes and places on 16x16: a 4x4 square in a corner, a 6x5 block, a 3x8 bar."""
+    masks = torch.zeros(3, 16, 16, dtype=torch.bool)
+    masks[0, 0:4, 0:4] = True
+    masks[1, 6:12, 5:10] = True
+    masks[2, 10:13, 8:16] = True
+    return masks
+
+
+def test_baseline_maps_analytic_values():
+    masks = _blob_masks()
+    area = masks.flatten(1).float().mean(1)
+    uniform = baseline_maps("uniform", masks)
+    torch.testing.assert_close(relevance_mass(uniform, masks), area)
+    torch.testing.assert_close(pixel_average_precision(uniform, masks), area)
+    assert (pointing_game(uniform, masks) == 1).all()  # every pixel ties at the max; any tie inside counts
+    oracle = baseline_maps("oracle", masks)
+    for fn in (pointing_game, relevance_mass, pixel_average_precision):
+        assert (fn(oracle, masks) == 1).all()
+    gauss = baseline_maps("gaussian", masks, sigma=0.25)
+    # the centred Gaussian peaks at the 4 centre pixels (7..8, 7..8): a hit only for the mask covering them
+    torch.testing.assert_close(pointing_game(gauss, masks), torch.tensor([0.0, 1.0, 0.0]))
+    assert relevance_mass(gauss, masks)[1] > area[1] > relevance_mass(gauss, masks)[0]
+    rand = baseline_maps("random", masks.repeat(200, 1, 1), seed=3)
+    torch.testing.assert_close(rand, baseline_maps("random", masks.repeat(200, 1, 1), seed=3))  # seeded
+    hits = pointing_game(rand, masks.repeat(200, 1, 1)).view(200, 3).mean(0)
+    torch.testing.assert_close(hits, area, atol=0.07, rtol=0)  # chance = the mask's area fraction
+    with pytest.raises(ValueError, match="unknown baseline map 'flat'; choose from: uniform"):
+        baseline_maps("flat", masks)
+
+
+def test_cue_mass_on_the_patch_box():
+    boxes = torch.tensor([[0, 0, 4, 4], [0, 0, 4, 4], [0, 0, 0, 0]])
+    cues = box_masks(boxes, 16, 16)
+    expect = torch.zeros(3, 16, 16, dtype=torch.bool)
+    expect[:2, :4, :4] = True
+    assert torch.equal(cues, expect)
+    on_patch = cues.float() * 3.0
+    on_patch[2, 5, 5] = 1.0
+    off_patch = torch.zeros(3, 16, 16)
+    off_patch[:, 8:, 8:] = 1.0
+    half = on_patch + off_patch * (16 * 3 / 64)  # as much relevance off the patch as on it
+    assert cue_mass(on_patch, cues)[:2].tolist() == [1.0, 1.0] and cue_mass(on_patch, cues)[2].isnan()
+    assert cue_mass(off_patch, cues)[:2].tolist() == [0.0, 0.0]
+    torch.testing.assert_close(cue_mass(half, cues)[:2], torch.tensor([0.5, 0.5]))
 
 
 def test_pixel_ap_matches_sklearn_including_ties():
