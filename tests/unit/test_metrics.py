@@ -133,3 +133,39 @@ def test_aggregate_is_tidy_mean_over_images():
     table = aggregate([frame])
     assert list(table.columns) == ["dataset", "variant", "seed", "method", "split", "metric", "setting", "level", "value"]
     assert len(table) == 1 and table.value.iloc[0] == pytest.approx(0.3)
+
+
+def test_localization_family_rows_baselines_and_cue_subsets(tiny_project, tiny_cfg):
+    """Constructed explanation files: a map equal to the object mask and one equal to the cue patch.
+    The family writes both beside the baseline maps, on test and on its cue subsets."""
+    from xaibench import metrics, paths
+    from xaibench.data import read_split
+    from xaibench.explain import save
+    from xaibench.figures import localization_table
+
+    test = read_split(paths.prepared("shapes"), "test")
+    patch = box_masks(torch.from_numpy(test.extras["cue_box"]), 32, 32).float().numpy()
+    for method, maps in {"maskmap": test.masks / 255.0, "cuemap": patch}.items():
+        save(paths.explanation("shapes", "standard", 0, method, "test"),
+             {"maps": maps.astype(np.float16), "targets": test.labels, "predictions": test.labels})
+    cfg = dict(tiny_cfg, explain=dict(tiny_cfg["explain"], methods=["maskmap", "cuemap"]))
+    frame = metrics.run("localization", metrics.Context(cfg, "shapes", "standard", [0]))
+    mean = frame.groupby(["method", "split", "metric"])["value"].mean()
+    conflict = test.extras["cue"] != test.labels
+    assert set(frame.split) == {"test", "test_cue_agreeing", "test_cue_conflicting"}
+    assert (frame[frame.split == "test_cue_conflicting"].groupby(["method", "metric"]).size() == conflict.sum()).all()
+    for method in ("maskmap", "baseline_oracle"):
+        for metric in ("pointing_game", "relevance_mass", "pixel_ap"):
+            assert mean[method, "test", metric] == pytest.approx(1.0)
+        assert mean[method, "test", "cue_mass"] == 0.0  # objects never lie on the patch
+    assert mean["cuemap", "test", "cue_mass"] == pytest.approx(1.0) and mean["cuemap", "test", "relevance_mass"] == 0
+    area = (test.masks > 127).mean()
+    assert mean["baseline_uniform", "test", "relevance_mass"] == pytest.approx(area, rel=1e-5)
+    assert {f"baseline_{k}" for k in ("uniform", "gaussian", "random", "oracle")} <= set(frame.method)
+    # the table pools baselines over models (variant "—") and keeps the explainers per variant
+    out = paths.metric_table("shapes", "localization")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metrics.aggregate([frame]).to_csv(out, index=False)
+    stats = localization_table("shapes")
+    assert set(stats[stats.method.str.startswith("baseline_")].variant) == {"—"}
+    assert set(stats[~stats.method.str.startswith("baseline_")].variant) == {"standard"}
