@@ -17,12 +17,7 @@ SEEDS = config["train"]["seeds"]
 METHODS = config["explain"]["methods"]
 SPLITS = config["explain"]["splits"]
 FAMILIES = config["metrics"]["families"]
-TRAINABLE = settings_schema.schema()["properties"]["train"]["properties"]["variants"]["items"]["enum"]
-PLUGIN_SEEDS = (
-    [s for s in config["train"]["lap"]["plugin"]["seeds"] if s in SEEDS]
-    if {"standard", "lap"} <= set(VARIANTS) else []
-)
-FORMATS = ["png"] + [f for f in config["figures"]["formats"] if f != "png"]
+FORMATS = config["figures"]["formats"]
 HAVE = set(FAMILIES) | {"explanations"}
 FIGURES = [n for n, spec in catalog.FIGURES.items()
            if set(spec["needs"]) <= HAVE and set(spec.get("variants", VARIANTS)) & set(VARIANTS)]
@@ -58,8 +53,45 @@ def prepare_settings(wildcards):
                    data={"seed": data["seed"], "image_size": data["image_size"], wildcards.dataset: data[wildcards.dataset]})
 
 
+def seeds_of(variant):
+    """The seeds a variant is trained for (train.seeds, or the subset its settings name)."""
+    return catalog.seeds_for(config, variant)
+
+
+def models():
+    """Every (variant, seed) the configuration trains."""
+    return [(v, s) for v in VARIANTS for s in seeds_of(v)]
+
+
+def train_settings(wildcards):
+    """Shared training settings plus the variant's own block only (so LAP settings never retrain `standard`)."""
+    own = catalog.VARIANTS[wildcards.variant].get("settings")
+    blocks = {e.get("settings") for e in catalog.VARIANTS.values()}
+    train = {k: v for k, v in config["train"].items() if k not in ("variants", "seeds") and k not in blocks}
+    if own:
+        train[own] = config["train"][own]
+    return as_json(device=config["device"], train=train)
+
+
+def train_inputs(wildcards):
+    """The prepared data, plus the trained model a derived variant starts from (lap_plugin: standard)."""
+    files = {"data": str(paths.prepared(wildcards.dataset))}
+    source = catalog.VARIANTS[wildcards.variant].get("source")
+    if source:
+        files["source"] = model_file(wildcards.dataset, source, wildcards.seed)
+    return files
+
+
+def explain_settings(variant):
+    """Only the explanation settings and the options of the methods that apply to `variant`."""
+    ecfg = config["explain"]
+    methods = catalog.methods_for(METHODS, variant)
+    return as_json(device=config["device"], explain={"target": ecfg["target"], "batch_size": ecfg["batch_size"],
+                   "options": {m: ecfg["options"][m] for m in methods if m in ecfg["options"]}})
+
+
 def measure_settings(wildcards):
-    extra = {} if "seed" in wildcards.keys() else {"train": {"seeds": SEEDS}}  # families that span seeds
+    extra = {} if "seed" in wildcards.keys() else {"train": {"seeds": seeds_of(wildcards.variant)}}  # families spanning seeds
     return as_json(device=config["device"], explain=config["explain"], metrics=without("metrics", "families"), **extra)
 
 
@@ -72,7 +104,7 @@ def measure_inputs(wildcards):
     if "seed" in wildcards.keys():
         families, seeds = MODEL_FAMILIES, [wildcards.seed]
     else:
-        families, seeds = [wildcards.family], SEEDS
+        families, seeds = [wildcards.family], seeds_of(wildcards.variant)
     needs = {n for f in families for n in catalog.FAMILIES[f]["needs"]}
     files = []
     for seed in seeds:
@@ -87,9 +119,10 @@ def measure_inputs(wildcards):
 
 def family_units(wildcards):
     """Every per-model (or per-variant) rows file of every configured family of a dataset."""
-    units = {"model": [f"seed{s}" for s in SEEDS], "variant": ["seeds"]}
-    return [str(paths.measure_unit(wildcards.dataset, f, v, u)) for f in FAMILIES for v in VARIANTS
-            for u in units[catalog.FAMILIES[f]["scope"]]]
+    def units(family, variant):
+        return [f"seed{s}" for s in seeds_of(variant)] if catalog.FAMILIES[family]["scope"] == "model" else ["seeds"]
+
+    return [str(paths.measure_unit(wildcards.dataset, f, v, u)) for f in FAMILIES for v in VARIANTS for u in units(f, v)]
 
 
 def figure_inputs(names):
@@ -102,8 +135,8 @@ def figure_inputs(names):
                  for ext in ("csv", "parquet")]
         if "explanations" in needs:
             files += [str(paths.explanation(wildcards.dataset, v, s, m, "test"))
-                      for v in VARIANTS for s in SEEDS for m in catalog.methods_for(METHODS, v)]
-        files += [model_file(wildcards.dataset, v, SEEDS[0]) for name in names
+                      for v, s in models() for m in catalog.methods_for(METHODS, v)]
+        files += [model_file(wildcards.dataset, v, seeds_of(v)[0]) for name in names
                   for v in catalog.FIGURES[name].get("variants", []) if v in VARIANTS]
         return sorted(set(files))
 
@@ -111,27 +144,24 @@ def figure_inputs(names):
 
 
 def figure_settings(wildcards):
+    """Every setting a figure may print or filter by (metrics in full: e.g. the deletion baseline)."""
     return as_json(figures=config["figures"], datasets=DATASETS,
-                   train={"variants": VARIANTS, "seeds": SEEDS}, explain={"methods": METHODS, "splits": SPLITS},
-                   metrics={"families": FAMILIES}, data={"shapes": {"classes": config["data"]["shapes"]["classes"]}})
+                   train={"variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}},
+                   explain={"methods": METHODS, "splits": SPLITS, "options": config["explain"]["options"]}, metrics=config["metrics"],
+                   data={"shapes": {"classes": config["data"]["shapes"]["classes"]}})
 
 
 def model_files():
-    return [model_file(d, v, s) for d in DATASETS for v in VARIANTS for s in SEEDS]
+    return [model_file(d, v, s) for d in DATASETS for v, s in models()]
 
 
 def explanation_files():
-    return [str(paths.explanation(d, v, s, m, sp)) for d in DATASETS for v in VARIANTS for s in SEEDS
+    return [str(paths.explanation(d, v, s, m, sp)) for d in DATASETS for v, s in models()
             for m in catalog.methods_for(METHODS, v) for sp in SPLITS]
 
 
 def metric_tables():
     return [str(paths.metric_table(d, f)) for d in DATASETS for f in FAMILIES]
-
-
-def plugin_files():
-    """Paper C's plug-in: LAP put into trained `standard` models, when both variants are trained."""
-    return [str(paths.model_dir(d, "lap_plugin", s) / "summary.json") for d in DATASETS for s in PLUGIN_SEEDS]
 
 
 def figure_files():

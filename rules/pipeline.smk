@@ -17,15 +17,13 @@ rule prepare_dataset:
 
 rule train_model:
     input:
-        data="data/prepared/{dataset}",
+        unpack(train_inputs),
     output:
         model="results/models/{dataset}/{variant}/seed{seed}/model.pt",
         history="results/models/{dataset}/{variant}/seed{seed}/history.csv",
         summary="results/models/{dataset}/{variant}/seed{seed}/summary.json",
     params:
-        settings=as_json(device=config["device"], train=without("train", "variants", "seeds")),
-    wildcard_constraints:
-        variant="|".join(TRAINABLE),
+        settings=train_settings,
     threads: config["train"]["threads"]
     resources:
         gpu=0,
@@ -38,44 +36,31 @@ rule train_model:
         " --threads {threads} --config {params.settings:q} > {log} 2>&1"
 
 
-rule plugin_model:
-    input:
-        data="data/prepared/{dataset}",
-        base="results/models/{dataset}/standard/seed{seed}/model.pt",
-    output:
-        model="results/models/{dataset}/lap_plugin/seed{seed}/model.pt",
-        history="results/models/{dataset}/lap_plugin/seed{seed}/history.csv",
-        summary="results/models/{dataset}/lap_plugin/seed{seed}/summary.json",
-    params:
-        settings=as_json(device=config["device"], train=without("train", "variants", "seeds")),
-    threads: config["train"]["threads"]
-    resources:
-        gpu=0,
-    log:
-        "results/logs/plugin/{dataset}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/plugin/{dataset}/seed{seed}.tsv"
-    shell:
-        "xaibench plugin --dataset {wildcards.dataset} --seed {wildcards.seed} --threads {threads}"
-        " --config {params.settings:q} > {log} 2>&1"
+# One explanation job per model and split, writing every method that applies to the variant: a job
+# costs a few seconds of start-up (torch import, model load) before any work, so methods share it.
+for variant in VARIANTS:
 
-
-rule explain_model:
-    input:
-        data="data/prepared/{dataset}",
-        model="results/models/{dataset}/{variant}/seed{seed}/model.pt",
-    output:
-        "results/explanations/{dataset}/{variant}/seed{seed}/{method}/{split}.npz",
-    params:
-        settings=as_json(device=config["device"], explain=without("explain", "methods", "splits")),
-    threads: 1
-    log:
-        "results/logs/explain/{dataset}/{variant}/seed{seed}/{method}/{split}.log",
-    benchmark:
-        "results/benchmarks/explain/{dataset}/{variant}/seed{seed}/{method}/{split}.tsv"
-    shell:
-        "xaibench explain --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
-        " --method {wildcards.method} --split {wildcards.split} --threads {threads} --config {params.settings:q} > {log} 2>&1"
+    rule:
+        name:
+            f"explain_{variant}"
+        input:
+            data="data/prepared/{dataset}",
+            model=f"results/models/{{dataset}}/{variant}/seed{{seed}}/model.pt",
+        output:
+            [f"results/explanations/{{dataset}}/{variant}/seed{{seed}}/{method}/{{split}}.npz"
+             for method in catalog.methods_for(METHODS, variant)],
+        params:
+            settings=explain_settings(variant),
+            methods=" ".join(f"--method {m}" for m in catalog.methods_for(METHODS, variant)),
+            variant=variant,
+        threads: 1
+        log:
+            f"results/logs/explain/{{dataset}}/{variant}/seed{{seed}}/{{split}}.log",
+        benchmark:
+            f"results/benchmarks/explain/{{dataset}}/{variant}/seed{{seed}}/{{split}}.tsv"
+        shell:
+            "xaibench explain --dataset {wildcards.dataset} --variant {params.variant} --seed {wildcards.seed}"
+            " {params.methods} --split {wildcards.split} --threads {threads} --config {params.settings:q} > {log} 2>&1"
 
 
 if MODEL_FAMILIES:
@@ -134,12 +119,12 @@ rule aggregate:
 rule summary:
     input:
         metric_tables(),
-        plugin_files(),
+        [str(paths.model_dir(d, v, s) / "summary.json") for d in DATASETS for v, s in models()],
     output:
         "results/summary.json",
     params:
         settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES},
-                         train={"variants": VARIANTS, "lap": {"plugin": {"seeds": PLUGIN_SEEDS}}}),
+                         train={"variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}}),
     log:
         "results/logs/summary.log",
     benchmark:
@@ -158,9 +143,9 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
         input:
             figure_inputs(names),
         output:
-            png=[
+            shown=[
                 report(
-                    f"results/figures/{{dataset}}/{name}.png",
+                    f"results/figures/{{dataset}}/{name}.{FORMATS[0]}",
                     caption=f"../report/captions/{name}.rst",
                     category="{dataset}",
                     labels={"dataset": "{dataset}", "figure": name},
@@ -189,7 +174,6 @@ rule prepare:
 rule train:
     input:
         model_files(),
-        plugin_files(),
 
 
 rule explain:

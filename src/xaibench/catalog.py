@@ -1,34 +1,143 @@
-"""What the suite can compute, as plain data: metric families and figures with what each needs.
+"""What the suite can compute, as plain data: the index of every registry.
 
-The Snakefile reads this at parse time (it must stay import-light: no torch, no matplotlib), and
-the registries in `xaibench.metrics` / `xaibench.figures` check that every entry has exactly one
-implementation.
+The Snakefile and the settings schema read this at parse time (it must stay import-light: no
+torch, no matplotlib). Each entry names the module that implements it; `xaibench.registry.Registry`
+imports that module the first time the name is asked for, and the module registers its object with
+`@REGISTRY.register(name)`. Adding a dataset, architecture, training variant, explainer, metric
+family or figure = one new module + one entry here (docs/architecture.md, "How to add ...").
 
+Variant entries: `settings` is the variant's own block under `train` (part of its model config);
+`provides` lists capabilities explainers may need (`linear_head`: the `Classifier` features → GAP →
+linear form CAM reads; `plain_layers`: only the torch layers AGF's rule table propagates through; `lap`:
+LAP attention; `prototypes`: a prototype layer); `source` names the
+variant whose trained model it starts from (trained first, same seed); `seeds` is a key path under
+`train` restricting the variant to some seeds.
+Explainer entries: `needs` is a capability a model must provide (the explainer applies only there).
 Family scope: `model` runs once per trained model (dataset × variant × seed); `variant` runs once
 per variant with every seed's outputs at hand (e.g. cross-run stability).
-Family needs: `models` (checkpoints), `explanations` (maps of every method × split), or both.
+Family needs: `models` (checkpoints), `explanations` (maps of every method × split), or both;
+`applies_to` names a capability the variant must provide (else the family writes no rows for it).
+Family metrics: metric name -> score direction, "higher" or "lower" is better, or "none" where the
+measure describes rather than ranks (figures and tables take arrows and sort orders from it).
 """
 from __future__ import annotations
 
-FAMILIES = {
-    "accuracy": {"scope": "model", "needs": ["models"]},
-    "localization": {"scope": "model", "needs": ["explanations"]},
-    "entropy": {"scope": "model", "needs": ["explanations"]},
-    "noise": {"scope": "model", "needs": ["models", "explanations"]},
-    "equivariance": {"scope": "model", "needs": ["models", "explanations"]},
-    "stability": {"scope": "variant", "needs": ["explanations"]},
-    "degradation": {"scope": "model", "needs": ["models", "explanations"]},
-    "deletion": {"scope": "model", "needs": ["models", "explanations"]},
+DATASETS = {
+    "shapes": {"module": "xaibench.data.shapes"},
+    "digits": {"module": "xaibench.data.digits"},
+    "folder": {"module": "xaibench.data.folder"},
 }
 
-# Explainers that only apply to some training variants (the `lap` self-explanation needs a LAP
-# model); every other explainer applies to every variant. The DAG and the families should ask
-# `methods_for` which explanation files a model has.
-METHOD_VARIANTS = {"lap": ["lap", "lap_plugin"]}
+ARCHITECTURES = {
+    "small_cnn": {"module": "xaibench.models"},
+    "resnet18": {"module": "xaibench.models"},
+    "resnet34": {"module": "xaibench.models"},
+}
+
+VARIANTS = {
+    "standard": {"module": "xaibench.training.variants", "provides": ["linear_head", "plain_layers"]},
+    "salience": {"module": "xaibench.training.variants", "settings": "salience", "provides": ["linear_head", "plain_layers"]},
+    "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap", "linear_head"]},
+    "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
+                   "source": "standard", "seeds": "lap.plugin.seeds"},
+    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
+    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
+}
+
+EXPLAINERS = {
+    "gradcam": {"module": "xaibench.explain"},
+    "cam": {"module": "xaibench.explain", "needs": "linear_head"},
+    "lap": {"module": "xaibench.explain.lap", "needs": "lap"},
+    "attention_cam": {"module": "xaibench.explain.lap", "needs": "lap"},
+    "gradient": {"module": "xaibench.explain.attribution"},
+    "gxi": {"module": "xaibench.explain.attribution"},
+    "ig": {"module": "xaibench.explain.attribution"},
+    "smoothgrad": {"module": "xaibench.explain.attribution"},
+    "agf": {"module": "xaibench.explain.agf", "needs": "plain_layers"},
+    "proto": {"module": "xaibench.explain.prototypes", "needs": "prototypes"},
+}
 
 
 def methods_for(methods: list[str], variant: str) -> list[str]:
-    return [m for m in methods if variant in METHOD_VARIANTS.get(m, [variant])]
+    """The configured explainers that apply to `variant` (e.g. `lap` only to LAP models)."""
+    provides = set(VARIANTS[variant].get("provides", []))
+    return [m for m in methods if EXPLAINERS[m].get("needs") in (None, *provides)]
+
+
+def seeds_for(cfg: dict, variant: str) -> list[int]:
+    """The seeds `variant` is trained for: train.seeds, restricted by the variant's `seeds` key path."""
+    seeds = cfg["train"]["seeds"]
+    key = VARIANTS[variant].get("seeds")
+    if key is None:
+        return list(seeds)
+    node = cfg["train"]
+    for part in key.split("."):
+        node = node[part]
+    return [s for s in seeds if s in node]
+
+
+def direction(family: str, metric: str) -> str:
+    """"higher", "lower" or "none": which way `metric` of `family` is better."""
+    return FAMILIES.get(family, {}).get("metrics", {}).get(metric, "none")
+
+
+def arrow(family: str, metric: str) -> str:
+    return {"higher": " ↑", "lower": " ↓"}.get(direction(family, metric), "")
+
+
+FAMILIES = {
+    "accuracy": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.accuracy",
+                 "metrics": {"accuracy": "higher", "follows_cue": "lower", "cue_changes_prediction": "lower",
+                             "max_softmax": "none"}},
+    "localization": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.localization",
+                     "metrics": {"pointing_game": "higher", "relevance_mass": "higher", "pixel_ap": "higher",
+                                 "mass_on_target_object": "higher", "mass_on_other_object": "lower",
+                                 # relevance on the cue patch: high is faithful for a cue-following model
+                                 "cue_mass": "none"}},
+    "entropy": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.salience",
+                "metrics": {"spatial_entropy": "lower", "histogram_entropy": "lower"}},
+    "noise": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+              "metrics": {"map_ssim": "none", "spatial_entropy": "none", "histogram_entropy": "none",
+                          "score": "none", "prediction_changed": "none", "max_softmax": "lower"}},
+    "equivariance": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+                     "metrics": {"map_ssim": "higher", "map_spearman": "higher", "prediction_changed": "lower"}},
+    "stability": {"scope": "variant", "needs": ["explanations"], "module": "xaibench.metrics.salience",
+                  "metrics": {"map_ssim": "higher", "map_spearman": "higher"}},
+    "degradation": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+                    "metrics": {"score": "none", "accuracy": "none", "map_ssim": "none"}},
+    "deletion": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
+                 "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
+                             "target_probability": "none", "accuracy": "none"}},
+}
+
+
+# Headline measures of paper E: the rows of the salience summary table (figures/salience.py) and
+# the entries of results/summary.json for these families (metrics.summarize), so both apply the
+# same filters. setting: "" = rows without a setting, "*" = every non-empty setting, else that one;
+# levels: "all", or "positive" = level > 0 (level 0 is the unaltered image, where curves start).
+# One value per seed (stability: per seed pair) = mean over images and the rows kept.
+def _m(name, label, family, metric, split, setting, levels="all"):
+    return {"name": name, "label": label, "family": family, "metric": metric, "split": split,
+            "setting": setting, "levels": levels}
+
+
+SALIENCE_SUMMARY = [
+    _m("spatial_entropy", "(a) spatial entropy", "entropy", "spatial_entropy", "test", ""),
+    _m("histogram_entropy", "(a) histogram entropy", "entropy", "histogram_entropy", "test", ""),
+    _m("map_ssim", "(b) map SSIM under s&p noise, amounts > 0", "noise", "map_ssim", "test", "s&p", "positive"),
+    _m("score", "(b) class score under s&p noise, amounts > 0", "noise", "score", "test", "s&p", "positive"),
+    _m("prediction_changed", "(b) predictions changed by s&p noise, amounts > 0", "noise", "prediction_changed",
+       "test", "s&p", "positive"),
+    _m("max_softmax", "(b) max softmax on ood classes", "noise", "max_softmax", "ood", "ood"),
+    _m("max_softmax", "(b) max softmax on test", "noise", "max_softmax", "test", "ood"),
+    _m("map_ssim", "(c) equivariance SSIM, all transforms", "equivariance", "map_ssim", "test", "*"),
+    _m("map_spearman", "(c) equivariance Spearman, all transforms", "equivariance", "map_spearman", "test", "*"),
+    _m("prediction_changed", "(c) predictions changed, all transforms", "equivariance", "prediction_changed", "test", "*"),
+    _m("map_ssim", "(d) cross-run SSIM (sd over seed pairs)", "stability", "map_ssim", "test", "*"),
+    _m("map_spearman", "(d) cross-run Spearman (sd over seed pairs)", "stability", "map_spearman", "test", "*"),
+] + [_m(f"{metric}_{mode}", f"(e) {label}, {mode} blurred", "degradation", metric, "test", mode, "positive")
+     for metric, label in (("score", "score"), ("accuracy", "accuracy"), ("map_ssim", "map SSIM"))
+     for mode in ("background", "object")]
 
 
 # Figure needs: metric families (their tidy tables) and/or "explanations"; an optional "variants"
@@ -37,42 +146,54 @@ def methods_for(methods: list[str], variant: str) -> list[str]:
 # shows, for the report) is report/captions/{name}.rst.
 FIGURES = {
     "accuracy": {
+        "module": "xaibench.figures",
         "needs": ["accuracy"],
     },
     "localization": {
+        "module": "xaibench.figures",
         "needs": ["localization"],
         "table": True,
     },
     "gallery": {
+        "module": "xaibench.figures",
         "needs": ["explanations"],
     },
     "lap_faithfulness": {
+        "module": "xaibench.figures.lap",
         "needs": ["deletion", "localization"],
     },
     "lap_attention": {
+        "module": "xaibench.figures.lap",
         "needs": ["explanations"],
         "variants": ["lap"],
     },
     "salience_entropy": {
+        "module": "xaibench.figures.salience",
         "needs": ["entropy"],
     },
     "salience_noise": {
+        "module": "xaibench.figures.salience",
         "needs": ["noise"],
     },
     "salience_equivariance": {
+        "module": "xaibench.figures.salience",
         "needs": ["equivariance"],
     },
     "salience_stability": {
+        "module": "xaibench.figures.salience",
         "needs": ["stability"],
     },
     "salience_degradation": {
+        "module": "xaibench.figures.salience",
         "needs": ["degradation"],
     },
     "salience_summary": {
+        "module": "xaibench.figures.salience",
         "needs": ["entropy", "noise", "equivariance", "stability", "degradation"],
         "table": True,
     },
     "salience_gallery": {
+        "module": "xaibench.figures.salience",
         "needs": ["explanations"],
     },
 }

@@ -9,12 +9,11 @@ import argparse
 import sys
 import time
 
-from . import config, paths
+from . import catalog, config, paths
 
 EPILOG = """steps, in pipeline order:
   prepare   write data/prepared/{dataset}/{split}.npz + meta.json
   train     write results/models/{dataset}/{variant}/seed{seed}/ (model.pt, history.csv, summary.json)
-  plugin    put LAP into a trained standard model: results/models/{dataset}/lap_plugin/seed{seed}/
   explain   write results/explanations/{dataset}/{variant}/seed{seed}/{method}/{split}.npz
   measure   write per-image rows of one metric family for one model (or all seeds of a variant)
   aggregate combine per-model rows into the tidy results/metrics/{dataset}/{family}.csv
@@ -47,20 +46,10 @@ def cmd_prepare(args, cfg):
 
 
 def cmd_train(args, cfg):
-    from .training.fit import train
+    from .training import train_variant
     out = args.out or paths.model_dir(args.dataset, args.variant, args.seed)
-    summary = train(cfg, paths.prepared(args.dataset), args.variant, args.seed, out, cfg["device"])
+    summary = train_variant(cfg, paths.prepared(args.dataset), args.variant, args.seed, out, cfg["device"])
     print(" ".join(f"{k}={v:.3f}" for k, v in summary.items() if isinstance(v, float)))
-
-
-def cmd_plugin(args, cfg):
-    from .training.plugin import VARIANT, plugin
-    src = args.source or paths.model_dir(args.dataset, "standard", args.seed) / "model.pt"
-    if args.epochs is not None:
-        cfg["train"]["lap"]["plugin"]["epochs"] = args.epochs
-    out = args.out or paths.model_dir(args.dataset, VARIANT, args.seed)
-    summary = plugin(cfg, paths.prepared(args.dataset), args.seed, src, out, cfg["device"])
-    print(" ".join(f"{k}={summary['plugin'][k]['test_accuracy']:.3f}" for k in ("original", "at_init", "after")))
 
 
 def cmd_explain(args, cfg):
@@ -72,15 +61,17 @@ def cmd_explain(args, cfg):
     model, _ = load_model(paths.model_dir(args.dataset, args.variant, args.seed) / "model.pt",
                           expect={"dataset": args.dataset, "data_sha256": meta["content_sha256"]}, device=device)
     split = read_split(paths.prepared(args.dataset), args.split)
-    arrays = explain.explain_split(model, split, args.method, cfg["explain"]["target"], cfg["explain"]["batch_size"], device)
-    explain.save(paths.explanation(args.dataset, args.variant, args.seed, args.method, args.split), arrays)
+    for method in args.method:
+        arrays = explain.explain_split(model, split, method, cfg["explain"]["target"], cfg["explain"]["batch_size"],
+                                       device, options=cfg["explain"]["options"].get(method, {}))
+        explain.save(paths.explanation(args.dataset, args.variant, args.seed, method, args.split), arrays)
 
 
 def cmd_measure(args, cfg):
     from . import metrics
     from .io import atomic_path
     from .training.fit import resolve_device
-    scopes = {metrics.FAMILIES[f].scope for f in args.family}
+    scopes = {catalog.FAMILIES[f]["scope"] for f in args.family}
     if len(scopes) > 1:
         raise ValueError(f"families {args.family} mix scopes {sorted(scopes)}; measure them in separate calls")
     per_model = scopes == {"model"}
@@ -138,27 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = step("prepare", cmd_prepare, "generate or import a dataset into the prepared-split format")
-    p.add_argument("--dataset", required=True, choices=["shapes", "digits", "folder"])
+    p.add_argument("--dataset", required=True, choices=list(catalog.DATASETS))
     p.add_argument("--out", help="output folder (default data/prepared/{dataset})")
-    p = step("train", cmd_train, "train one model (resumes from its last epoch checkpoint)")
+    p = step("train", cmd_train, "train one model (resumes from its last epoch checkpoint); "
+             "lap_plugin fine-tunes the trained standard model of the same seed")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", required=True, choices=["standard", "salience", "lap"])
+    p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--out", help="output folder (default results/models/{dataset}/{variant}/seed{seed})")
-    p = step("plugin", cmd_plugin, "put LAP into a trained standard model, fine-tune briefly (paper C)")
+    p = step("explain", cmd_explain, "explain one model's decisions on one split with one or more methods "
+             "(options from explain.options.{method})")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: train.lap.plugin.epochs)")
-    p.add_argument("--source", help="standard checkpoint (default results/models/{dataset}/standard/seed{seed}/model.pt)")
-    p.add_argument("--out", help="output folder (default results/models/{dataset}/lap_plugin/seed{seed})")
-    p = step("explain", cmd_explain, "explain one model's decisions on one split with one method")
-    for name in ("dataset", "variant", "method", "split"):
-        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
+    p.add_argument("--method", required=True, action="append", choices=list(catalog.EXPLAINERS),
+                   help="explainer (repeatable)")
+    p.add_argument("--split", required=True)
     p.add_argument("--seed", required=True, type=int)
     p = step("measure", cmd_measure, "compute metric families for one model (or every seed of a variant)")
-    for name in ("dataset", "variant"):
-        p.add_argument(f"--{name}", required=True)
-    p.add_argument("--family", required=True, action="append", help="metric family (repeatable, same scope)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
+    p.add_argument("--family", required=True, action="append", choices=list(catalog.FAMILIES),
+                   help="metric family (repeatable, same scope)")
     p.add_argument("--seed", type=int, default=-1, help="model seed (ignored by families that span seeds)")
     p = step("aggregate", cmd_aggregate, "combine per-model metric rows into one tidy table per family")
     p.add_argument("--dataset", required=True)
@@ -168,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/summary.json")
     p = step("figures", cmd_figures, "draw figures of a dataset from its tidy tables (never touches a model)")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--only", action="append", help="figure name (repeatable); default: all this config can draw")
+    p.add_argument("--only", action="append", choices=list(catalog.FIGURES),
+                   help="figure name (repeatable); default: all this config can draw")
     return parser
 
 

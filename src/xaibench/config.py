@@ -36,8 +36,26 @@ def _with_defaults(cls):
 _Validator = _with_defaults(Draft202012Validator)
 
 
+# Settings whose allowed values are the names in a catalog section (so they cannot drift apart).
+CATALOG_ENUMS = {
+    ("datasets", None): "DATASETS",
+    ("train", "arch"): "ARCHITECTURES",
+    ("train", "variants"): "VARIANTS",
+    ("explain", "methods"): "EXPLAINERS",
+    ("metrics", "families"): "FAMILIES",
+}
+
+
 def schema() -> dict:
-    return yaml.safe_load(resources.files("xaibench").joinpath("params.schema.yaml").read_text())
+    """The settings schema, with the enums of registered names filled from `xaibench.catalog`."""
+    from . import catalog
+    tree = yaml.safe_load(resources.files("xaibench").joinpath("params.schema.yaml").read_text())
+    for (section, key), index in CATALOG_ENUMS.items():
+        node = tree["properties"][section]
+        node = node if key is None else node["properties"][key]
+        (node.get("items") or node)["enum"] = list(getattr(catalog, index))
+    tree["properties"]["explain"]["properties"]["options"]["propertyNames"] = {"enum": list(catalog.EXPLAINERS)}
+    return tree
 
 
 def _describe(error) -> str:
@@ -60,6 +78,11 @@ def validate(cfg: dict) -> dict:
     shapes = cfg["data"]["shapes"]
     if set(shapes["classes"]) & set(shapes["ood_classes"]):
         raise ConfigError("data.shapes.ood_classes: must not overlap data.shapes.classes")
+    from . import catalog
+    for variant in cfg["train"]["variants"]:
+        source = catalog.VARIANTS[variant].get("source")
+        if source and source not in cfg["train"]["variants"]:
+            raise ConfigError(f"train.variants: {variant} is trained from the {source} model; add {source} too")
     return cfg
 
 

@@ -26,3 +26,20 @@ def aggregate(frames: list[pd.DataFrame]) -> pd.DataFrame:
     data["setting"] = data["setting"].fillna("")
     out = data.groupby(keys, dropna=False, sort=True)["value"].mean().reset_index()
     return out[COLUMNS]
+
+
+def select(table: pd.DataFrame, setting: str = "*", levels: str = "all") -> pd.DataFrame:
+    """Rows of a tidy table by setting ("" = none, "*" = any non-empty, else that setting) and level
+    ("all", or "positive": level > 0, leaving out level 0, the unaltered image where curves start)."""
+    s = table["setting"].astype(object).fillna("")
+    keep = (s == "") if setting == "" else (s != "") if setting == "*" else (s == setting)
+    if levels == "positive":
+        keep &= table["level"] > 0
+    return table[keep]
+
+
+def over_units(table: pd.DataFrame, keys: list[str], unit: str = "seed") -> pd.DataFrame:
+    """One value per unit (mean over the rows kept), then mean, sd and n over units, per `keys`."""
+    per_unit = table.groupby(keys + [unit])["value"].mean().reset_index()
+    stats = per_unit.groupby(keys)["value"].agg(["mean", "std", "count"]).reset_index()
+    return stats.rename(columns={"std": "sd", "count": "n"})

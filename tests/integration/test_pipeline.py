@@ -21,7 +21,7 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
     root, out = smoke_run
     cfg = config.load(root / "params.yaml")
     for variant in cfg["train"]["variants"]:
-        for seed in cfg["train"]["seeds"]:
+        for seed in catalog.seeds_for(cfg, variant):
             for name in ("model.pt", "history.csv", "summary.json"):
                 assert (root / f"results/models/shapes/{variant}/seed{seed}/{name}").is_file()
             for method in catalog.methods_for(cfg["explain"]["methods"], variant):
@@ -107,3 +107,16 @@ def test_paper_preset_dry_runs_on_a_folder_dataset(tmp_path):
     jobs = jobs_of(out.stdout + out.stderr)
     cfg = config.load(root / "params.yaml")
     assert jobs["train_model"] == len(cfg["train"]["variants"]) * len(cfg["train"]["seeds"]) >= 20
+
+
+def test_figure_jobs_see_every_setting_they_print_and_only_configured_formats(tmp_path):
+    """Latent bugs of the extension-points issue: the deletion baseline (printed by lap_faithfulness)
+    reached no figure job, and `formats: [pdf]` still declared a png the job never wrote."""
+    root = copy_workflow(tmp_path / "wf")
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump({"metrics": {"deletion": {"baseline": "blur"}},
+                                                     "figures": {"formats": ["pdf"]}}))
+    out = run(["snakemake", "-n", "-p", "figures", "--configfile", str(tmp_path / "o.yaml")], root)
+    text = out.stdout + out.stderr
+    draw = [line for line in text.splitlines() if "xaibench figures" in line]
+    assert draw and all('"baseline": "blur"' in line for line in draw)
+    assert ".pdf" in text and "results/figures/shapes/accuracy.png" not in text

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from xaibench import explain
+from xaibench.data.store import Split
 from xaibench.io import load_explanation
 from xaibench.models import create_model
 
@@ -29,7 +30,8 @@ def _norm(a):
 def test_batch_contract(method):
     model, x = _model(), torch.rand(6, 3, 32, 32)
     maps = explain.get(method)(model, x, torch.arange(6) % 5)
-    assert maps.shape == (6, 32, 32) and (maps >= 0).all() and torch.isfinite(maps).all()
+    grid = model.features(x).shape[-2:]  # native resolution: the feature grid (4x4 at 32 px)
+    assert maps.shape == (6, *grid) and (maps >= 0).all() and torch.isfinite(maps).all()
     one = explain.get(method)(model, x[2:3], torch.tensor([2]))
     torch.testing.assert_close(maps[2:3], one, rtol=1e-4, atol=1e-5)  # batching does not change a map
 
@@ -49,7 +51,7 @@ def test_gradcam_matches_pytorch_grad_cam(arch):
 
     model, x = _model(arch), torch.rand(4, 3, 32, 32)
     targets = [1, 3, 0, 4]
-    ours = explain.gradcam(model, x, torch.tensor(targets)).numpy()
+    ours = explain.upsample(explain.gradcam(model, x, torch.tensor(targets)), (32, 32)).numpy()
     with GradCAM(model=model, target_layers=[model.trunk[-1]]) as ref:
         theirs = ref(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
     # the library min-max normalises before resizing; bilinear resizing is affine-equivariant,
@@ -64,7 +66,24 @@ def test_gradcam_matches_captum_layergradcam():
     t = torch.tensor([4, 2, 2, 0])
     ref = LayerGradCam(model, model.trunk[-1]).attribute(x, target=t, relu_attributions=True)
     ref = LayerAttribution.interpolate(ref, (32, 32), interpolate_mode="bilinear")[:, 0]
-    torch.testing.assert_close(explain.gradcam(model, x, t), ref.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(explain.upsample(explain.gradcam(model, x, t), (32, 32)), ref.detach(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method,native", [("gradcam", (4, 4)), ("cam", (4, 4))])
+def test_explanation_files_hold_native_and_upsampled_maps(tmp_path, method, native):
+    """`native` is the explainer's own grid (float16); `maps` the same upsampled bilinearly to the input."""
+    rng = np.random.default_rng(0)
+    split = Split("test", rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), np.arange(10, dtype=np.int64) % 5)
+    model = _model()
+    arrays = explain.explain_split(model, split, method, "predicted", 4, "cpu")
+    explain.save(tmp_path / "e.npz", arrays)
+    back = load_explanation(tmp_path / "e.npz")
+    assert back["native"].shape == (10, *native) and back["native"].dtype == np.float16
+    assert back["maps"].shape == (10, 32, 32) and back["maps"].dtype == np.float16
+    direct = explain.get(method)(model, split.tensors(slice(0, 10)), torch.from_numpy(back["targets"]))
+    np.testing.assert_allclose(back["native"], direct.numpy(), rtol=1e-3, atol=1e-3)
+    up = explain.upsample(torch.from_numpy(back["native"]).float(), (32, 32)).numpy()
+    np.testing.assert_allclose(back["maps"], up, rtol=2e-3, atol=2e-3)
 
 
 def test_nan_maps_are_refused(tmp_path):

@@ -26,6 +26,11 @@ class Fixed(nn.Module):
         return self.s
 
 
+def lap_model(arch: str, num_classes: int, beta_init: float = 12.0, **kw):
+    """The `lap` variant's architecture: `arch` with LAP pooling and a LAP head."""
+    return lapify(create_model(arch, num_classes, **kw), beta_init=beta_init)
+
+
 def _nontrivial_bn(model):
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -78,10 +83,10 @@ def test_gradients_reach_beta_and_score_network(mode, beta):
     assert (model.head.score[0].weight.grad.abs().sum() > 0) == (beta > 0)
 
 
-@pytest.mark.parametrize("arch,size", [("lap_small_cnn", 32), ("lap_resnet18", 16)])
+@pytest.mark.parametrize("arch,size", [("small_cnn", 32), ("resnet18", 16)])
 def test_lap_explainer_contract(arch, size):
     torch.manual_seed(0)
-    model = _nontrivial_bn(create_model(arch, 4, width=8, image_size=size)).eval()
+    model = _nontrivial_bn(lap_model(arch, 4, width=8, image_size=size)).eval()
     assert len(model.lap_layers()) == 3  # small_cnn: its 3 max-pools; resnet18 < 128 px: its 3 strided blocks
     x = torch.rand(5, 3, size, size)
     t = torch.tensor([0, 1, 2, 3, 0])
@@ -90,10 +95,73 @@ def test_lap_explainer_contract(arch, size):
     other = explain.get("lap")(model, x, (t + 1) % 4)
     assert (maps - other).abs().amax(dim=(1, 2)).min() > 1e-4  # the head makes it class-specific
     torch.testing.assert_close(explain.get("lap")(model, x[1:2], t[1:2]), maps[1:2], rtol=1e-4, atol=1e-6)
-    mean = explain.get("lap")(model, x, t, combine="mean")
-    assert mean.shape == maps.shape and not torch.allclose(mean, maps)
-    with pytest.raises(ValueError, match="needs a LAP-extended model"):
-        explain.get("lap")(create_model("small_cnn", 4, width=8), x, t)
+    for combine in ("mean", "product"):
+        other = explain.get("lap")(model, x, t, combine=combine)
+        assert other.shape == maps.shape and not torch.allclose(other, maps)
+    head = explain.get("lap")(model, x, t, combine="head")
+    assert head.shape == (5, *model.features(x).shape[-2:])  # native: the feature grid
+    for name in ("lap", "attention_cam"):
+        with pytest.raises(ValueError, match="needs a LAP-extended model"):
+            explain.get(name)(create_model("small_cnn", 4, width=8), x, t)
+    with pytest.raises(ValueError, match="combine must be one of"):
+        explain.get("lap")(model, x, t, combine="sum")
+
+
+@pytest.mark.parametrize("arch,size,mode", [("small_cnn", 32, "softmax"), ("small_cnn", 32, "v1"),
+                                            ("resnet18", 16, "softmax")])
+def test_lap_map_accounts_for_the_logit(arch, size, mode):
+    """Completeness: the per-location contributions a_k·CAM_k the map is built from sum to the
+    class logit less its bias, on the feature grid (`head`) and carried back to the input through
+    every LAP layer's window weights (`cascade`); the attention itself is a distribution (sum 1)."""
+    torch.manual_seed(1)
+    model = _nontrivial_bn(lapify(create_model(arch, 4, width=8, image_size=size), mode=mode, beta_init=3.0)).eval()
+    x, t = torch.rand(6, 3, size, size), torch.tensor([0, 1, 2, 3, 1, 2])
+    with torch.no_grad():
+        logit = model(x).gather(1, t[:, None])[:, 0] - model.fc.bias[t]
+    for combine in ("head", "cascade"):
+        contrib = explain.get("lap")(model, x, t, combine=combine, value="contribution")
+        torch.testing.assert_close(contrib.sum((1, 2)), logit, rtol=1e-4, atol=1e-4)
+        attn = explain.get("lap")(model, x, t, combine=combine)
+        torch.testing.assert_close(attn.sum((1, 2)), torch.ones(6), rtol=1e-5, atol=1e-5)
+        assert (attn >= 0).all()
+    assert contrib.shape == (6, size, size)  # cascade reaches the first LAP layer's input: the image here
+    # attention_cam is the positive part of the head's contributions
+    head = explain.get("lap")(model, x, t, combine="head", value="contribution")
+    torch.testing.assert_close(explain.get("attention_cam")(model, x, t), head.relu())
+    with pytest.raises(ValueError, match="needs combine cascade or head"):
+        explain.get("lap")(model, x, t, combine="mean", value="contribution")
+
+
+def test_lap_map_ignores_what_the_pooling_ignores():
+    """Window weights softmax(β·s) do not change when a constant is added to s, so neither may the
+    map (the former map, built from raw s, did); a score that changes the weights changes the map."""
+    torch.manual_seed(0)
+    model = lap_model("small_cnn", 4, width=8, image_size=32, beta_init=3.0).eval()
+    x, t = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    first = model.lap_layers()[0]
+    s = torch.rand(3, 1, 32, 32) * 0.5
+    first.score = Fixed(s)
+    base = explain.get("lap")(model, x, t)
+    first.score = Fixed(s + 0.4)
+    torch.testing.assert_close(explain.get("lap")(model, x, t), base, rtol=1e-5, atol=1e-7)
+    first.score = Fixed(s.flip(-1))
+    assert not torch.allclose(explain.get("lap")(model, x, t), base, rtol=1e-3, atol=1e-6)
+
+
+def test_backproject_is_transposed_pooling():
+    """backproject(m)[i] = Σ_o m(o)·w_o(i): the gradient of Σ_o m(o)·y_o w.r.t. x with the weights held fixed."""
+    torch.manual_seed(0)
+    pool = LAPPool2d(3, 3, 2, 1, mode="softmax", beta_init=4.0).eval()
+    x = torch.randn(2, 3, 9, 9)
+    y = pool(x)
+    m = torch.rand(2, *y.shape[-2:])
+    w = pool.last_weights.detach()
+    xg = x.clone().requires_grad_(True)
+    cols = F.unfold(xg, 3, padding=1, stride=2).view(2, 3, 9, -1)
+    out = (w * cols).sum(2)  # channel 0 of the pooled output with frozen weights
+    (grad,) = torch.autograd.grad((out[:, 0] * m.flatten(1)).sum(), xg)
+    torch.testing.assert_close(pool.backproject(m), grad[:, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pool.backproject(m).sum((1, 2)), m.sum((1, 2)), rtol=1e-5, atol=1e-5)
 
 
 def test_plugin_at_init_reproduces_average_pooling_exactly():
@@ -147,7 +215,7 @@ def test_plugin_command_writes_model_and_before_after(tiny_project, tiny_cfg):
     tiny_cfg["train"]["lap"]["plugin"].update(epochs=1, match_beta=1e4)
     data = tiny_project / "data/prepared/shapes"
     train(tiny_cfg, data, "standard", 0, tiny_project / "std", "cpu")
-    summary = plugin(tiny_cfg, data, 0, tiny_project / "std/model.pt", tiny_project / "plug", "cpu")
+    summary = plugin(tiny_cfg, data, "lap_plugin", 0, tiny_project / "plug", "cpu", src=tiny_project / "std/model.pt")
     info = json.loads((tiny_project / "plug/summary.json").read_text())["plugin"]
     assert {"original", "at_init", "after"} <= set(info) and info["test_agreement_at_init"] == 1.0
     assert info["at_init"]["test_accuracy"] == info["original"]["test_accuracy"]
@@ -157,7 +225,7 @@ def test_plugin_command_writes_model_and_before_after(tiny_project, tiny_cfg):
     maps = explain.get("lap")(model, torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
     assert maps.shape == (2, 32, 32)
     with pytest.raises(ValueError, match="expects a `standard` checkpoint"):
-        plugin(tiny_cfg, data, 0, tiny_project / "plug/model.pt", tiny_project / "again", "cpu")
+        plugin(tiny_cfg, data, "lap_plugin", 0, tiny_project / "again", "cpu", src=tiny_project / "plug/model.pt")
 
 
 def test_lap_variant_trains_and_loads(tiny_project, tiny_cfg):
@@ -227,12 +295,12 @@ def test_mask_injection_moves_attention_into_the_mask():
     mass = {}
     for injection in ("none", "mask"):
         torch.manual_seed(0)
-        model = create_model("lap_small_cnn", 2, width=8, beta_init=12.0)
+        model = lap_model("small_cnn", 2, width=8, beta_init=12.0)
         opt = torch.optim.AdamW(model.parameters(), lr=0.005)
         cfg = {"lap": {"injection": injection, "injection_weight": 1.0}}
         for epoch in range(6):
             for i in range(0, len(x), 32):
-                loss, _ = LOSSES["lap"](model, x[i:i + 32], y[i:i + 32], masks[i:i + 32], cfg)
+                loss, _ = LOSSES.get("lap")(model, x[i:i + 32], y[i:i + 32], masks[i:i + 32], cfg)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -246,13 +314,13 @@ def test_mask_injection_moves_attention_into_the_mask():
 
 def test_lap_loss_options():
     torch.manual_seed(0)
-    model = create_model("lap_small_cnn", 3, width=8)
+    model = lap_model("small_cnn", 3, width=8)
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    loss, logits = LOSSES["lap"](model, x, y, None, {"lap": {"injection": "none", "injection_weight": 1.0}})
+    loss, logits = LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "none", "injection_weight": 1.0}})
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
-    mil, logits = LOSSES["lap"](model, x, y, None, {"lap": {"injection": "mil", "injection_weight": 1.0}})
+    mil, logits = LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "mil", "injection_weight": 1.0}})
     assert mil > F.cross_entropy(logits, y)
     mil.backward()
     assert model.head.score[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs masks"):
-        LOSSES["lap"](model, x, y, None, {"lap": {"injection": "mask", "injection_weight": 1.0}})
+        LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "mask", "injection_weight": 1.0}})

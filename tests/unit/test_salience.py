@@ -1,5 +1,6 @@
 """Paper E measures b-e: SSIM/Spearman against scikit-image/SciPy, and analytic cases of each family."""
 import copy
+import math
 import shutil
 
 import numpy as np
@@ -52,6 +53,59 @@ def test_spearman_matches_scipy_including_ties():
 def test_minmax_constant_map_is_zero():
     out = minmax(torch.stack([torch.full((3, 3), 7.0), torch.arange(9.0).view(3, 3)]))
     assert (out[0] == 0).all() and out[1].min() == 0 and out[1].max() == 1
+
+
+# ---- native-resolution entropy and stability ----------------------------------------------------
+
+def test_native_entropy_one_hot_is_zero_and_uniform_is_max():
+    """On the explainer's own grid a one-hot map has spatial entropy 0 and a uniform map 1; upsampled
+    to the input, the same one-hot map spreads over many pixels and no longer scores 0."""
+    one_hot = torch.zeros(1, 8, 8)
+    one_hot[0, 3, 4] = 1.0
+    uniform = torch.ones(1, 8, 8)
+    h = sal.spatial_entropy(torch.cat([one_hot, uniform]))
+    assert h[0].item() == pytest.approx(0.0, abs=1e-7) and h[1].item() == pytest.approx(1.0, abs=1e-6)
+    assert sal.spatial_entropy(explain.upsample(one_hot, (64, 64))).item() > 0.3
+    # histogram form: levels, not places. 64 distinct levels -> 1; a constant map -> one level -> 0;
+    # a one-hot map -> two levels, H2(1/64) bits over log2(64)
+    ramp = torch.arange(64.0).view(1, 8, 8)
+    hist = sal.histogram_entropy(torch.cat([ramp, uniform, one_hot]))
+    p = 1 / 64
+    h2 = -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+    torch.testing.assert_close(hist, torch.tensor([1.0, 0.0, h2 / 6]))
+    # 7x7 (the reference's grid): normalised by log2 49 = 5.6147 (the notebook's 5.614, rounded)
+    assert sal.histogram_entropy(torch.arange(49.0).view(1, 7, 7)).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (8, 8), (14, 14)])
+def test_stability_ssim_is_skimage_defaults_on_uint8_maps(shape):
+    """Explain2Me Measures/Stability/ssim.py: structural_similarity(cam_1, cam_2) on uint8 PNG maps."""
+    rng = np.random.default_rng(shape[0])
+    a = torch.from_numpy(rng.random((4, *shape))).float()
+    b = (a + torch.from_numpy(rng.normal(0, 0.3, a.shape)).float()).relu()
+    ours = sal.stability_ssim(a, b).numpy()
+    qa, qb = sal.quantise(a).numpy().astype(np.uint8), sal.quantise(b).numpy().astype(np.uint8)
+    ref = [structural_similarity(x, y) for x, y in zip(qa, qb)]  # defaults: data_range 255 from uint8
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    # torchvision's to_pil_image truncates: pic.mul(255).byte()
+    np.testing.assert_array_equal(qa, (sal.minmax(a.double()) * 255).numpy().astype(np.uint8))
+    # 4x4 grids (32 px images): the largest odd window that fits
+    assert sal.stability_ssim(a[:, :4, :4], a[:, :4, :4]).numpy() == pytest.approx(1.0)
+
+
+def test_reference_protocol_defaults():
+    """Defaults equal the reference code's (taisubmission23/Explain2Me @ 86318cc)."""
+    s = config.validate({})["metrics"]["salience"]
+    # Measures/Noise/noise-varying-intensities.py, line 146:
+    #   levels = ['0.00', '0.01', '0.05', '0.10', '0.25', '0.50', '0.75', '1.0']
+    assert s["noise_amounts"] == [0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0]
+    # Measures/Transformations/Transformations Example Notebook.ipynb, cell 16:
+    #   cv2.copyMakeBorder(img, 16, 16, 16, 16, cv2.BORDER_REPLICATE) on im_size = 224 images
+    assert s["shift_fraction"] == pytest.approx(16 / 224)
+    shifts = [n for n, _, _ in sal.geometric_transforms(224, 224, s["shift_fraction"]) if n.startswith("shift")]
+    assert sorted(shifts) == sorted(f"shift_x{dx}_y{dy}".replace("x16", "x+16").replace("y16", "y+16")
+                                    for dx in (-16, 0, 16) for dy in (-16, 0, 16) if dx or dy)
+    assert s["resolution"] == "native"  # entropy on the 7x7 CAM (Measures/Entropy), SSIM on small/ maps
 
 
 # ---- transforms, noise and blur as functions ---------------------------------------------------
@@ -157,7 +211,8 @@ def project(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         for name, fn in TEST_EXPLAINERS.items():  # registered for this module only
-            mp.setitem(explain.EXPLAINERS, name, fn)
+            mp.setitem(catalog.EXPLAINERS, name, {})
+            mp.setitem(explain.EXPLAINERS._objects, name, fn)
         cfg = config.validate(copy.deepcopy(TINY))
         cfg["train"]["epochs"] = 1
         prepare("shapes", cfg["data"], paths.prepared("shapes"))
@@ -203,14 +258,13 @@ def test_feature_reuse_gives_the_same_maps_and_notices_changes(project):
 
 def test_families_are_catalogued_and_registered():
     for name in ("noise", "equivariance", "stability", "degradation"):
-        assert name in catalog.FAMILIES and name in metrics.FAMILIES
-        assert metrics.FAMILIES[name].scope == catalog.FAMILIES[name]["scope"]
+        assert name in catalog.FAMILIES and callable(metrics.FAMILIES.get(name))
     defaults = config.validate({})["metrics"]["salience"]
     assert defaults["noise_amounts"][0] == 0 and defaults["target"] == "predicted"
 
 
 def test_equivariance_of_equivariant_and_positional_explainers(project):
-    frame = metrics.run("equivariance", _ctx(project, TEST_EXPLAINERS))
+    frame = metrics.run("equivariance", _ctx(project, TEST_EXPLAINERS, shift_fraction=0.25))  # 8 px: the bump moves
     names = [t[0] for t in sal.geometric_transforms(32, 32, 0.25)]
     assert set(frame.setting) == set(names) and len(names) == 12
     for name in names:
@@ -219,6 +273,15 @@ def test_equivariance_of_equivariant_and_positional_explainers(project):
             assert len(v) == 48 and v == pytest.approx(1.0, abs=1e-6), (name, metric)
             bump = _values(frame, method="off_centre_bump", setting=name, metric=metric)
             assert (bump < 0.95).all(), (name, metric, bump.max())
+
+
+def test_entropy_family_reads_native_maps_unless_told(project):
+    arrays = load_explanation(paths.explanation("shapes", "standard", 0, "gradcam", "test"))
+    for res, key in (("native", "native"), ("input", "maps")):
+        frame = metrics.run("entropy", _ctx(project, ["gradcam"], resolution=res))
+        maps = torch.from_numpy(arrays[key]).float()
+        np.testing.assert_allclose(_values(frame, metric="spatial_entropy"), sal.spatial_entropy(maps).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(_values(frame, metric="histogram_entropy"), sal.histogram_entropy(maps).numpy(), rtol=1e-6)
 
 
 def test_stability_of_identical_and_of_independent_runs(project):
@@ -286,7 +349,7 @@ def test_figures_and_summary_table_draw_from_tidy_tables(project):
     cfg["metrics"]["families"] = ["entropy", "noise", "equivariance", "stability", "degradation"]
     cfg["metrics"]["salience"].update(noise_amounts=[0.0, 0.5], degradation_strengths=[1.0], max_images=16)
     for family in cfg["metrics"]["families"]:
-        seeds = [[0], [1]] if metrics.FAMILIES[family].scope == "model" else [[0, 1]]
+        seeds = [[0], [1]] if catalog.FAMILIES[family]["scope"] == "model" else [[0, 1]]
         frames = [metrics.run(family, metrics.Context(cfg, "shapes", "standard", s)) for s in seeds]
         save_csv(paths.metric_table("shapes", family), metrics.aggregate(frames))
         pd.concat(frames, ignore_index=True).to_parquet(paths.metric_table("shapes", family, "parquet"), index=False)
@@ -298,4 +361,18 @@ def test_figures_and_summary_table_draw_from_tidy_tables(project):
     assert {"variant", "method", "measure", "mean", "sd", "n"} <= set(summary.columns)
     assert (summary[summary.measure.str.startswith("(d)")].n == 1).all()  # one pair of seeds
     assert (summary[~summary.measure.str.startswith("(d)")].n == 2).all()  # two seeds
+    # summary.json applies the table's filters: same numbers (level 0 of noise left out, sd over pairs)
+    cfg["datasets"] = ["shapes"]
+    headline = metrics.summarize(cfg)["shapes"]["standard"]
+    for spec in catalog.SALIENCE_SUMMARY:
+        for _, row in summary[summary.measure == spec["label"]].iterrows():
+            key = f"{spec['family']}/{spec['name']}" if row["method"] == "model" else \
+                f"{spec['family']}/{row['method']}/{spec['name']}"
+            got = headline[spec["split"]][key]
+            assert got["mean"] == pytest.approx(row["mean"], abs=1e-4), key
+            assert (got["sd"] is None) == pd.isna(row["sd"]), key
+    noise = pd.read_csv(paths.metric_table("shapes", "noise"))
+    positive = noise[(noise.metric == "map_ssim") & (noise.method == "gradcam") & (noise.level > 0)]
+    assert headline["test"]["noise/gradcam/map_ssim"]["mean"] == pytest.approx(
+        positive.groupby("seed").value.mean().mean(), abs=1e-4)
     assert "| measure | explainer | standard |" in (paths.tables("shapes") / "salience_summary.md").read_text()

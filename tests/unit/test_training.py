@@ -12,11 +12,17 @@ import torch.nn.functional as F
 
 from xaibench.models import create_model
 from xaibench.training.fit import CheckpointMismatch, load_model, train
-from xaibench.training.losses import class_activation_map, cyborg, minmax
+from xaibench.training.losses import (class_activation_map, cyborg, human_map, last_relu_input, minmax,
+                                      outline_band)
 
 
 def _weights(path):
     return torch.load(path, weights_only=False)["state_dict"]
+
+
+def _salience(**kw):
+    return {"salience": {"alpha": 0.5, "alpha_weighs": "ce", "cam_class": "label", "cam_features": "post_relu",
+                         "human_map": "mask", "outline_width": 0.0625, **kw}}
 
 
 def test_cyborg_reduces_to_ce_and_to_zero_map_term():
@@ -24,16 +30,74 @@ def test_cyborg_reduces_to_ce_and_to_zero_map_term():
     model = create_model("small_cnn", 3, width=8)
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
     masks = torch.rand(4, 32, 32)
-    cfg = {"salience": {"alpha": 0.0, "cam_class": "label"}}
+    cfg = _salience(alpha=1.0)  # reference orientation: alpha weighs CE
     loss, logits = cyborg(model, x, y, masks, cfg)
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
     # a human map equal to the CAM (given at the CAM's own size) leaves only the CE term
     same = minmax(class_activation_map(model, model.features(x), y)).detach() * 3 + 1
-    cfg["salience"]["alpha"] = 1.0
+    cfg = _salience(alpha=0.0)
     loss, _ = cyborg(model, x, y, same, cfg)
     assert loss.item() < 1e-3
     with pytest.raises(ValueError, match="needs human masks"):
         cyborg(model, x, y, None, cfg)
+
+
+@pytest.mark.parametrize("features", ["pre_relu", "post_relu"])
+def test_cyborg_loss_equals_hand_computed_value_in_both_orientations(features):
+    """CVRL/CYBORG training_code/train_cam.py: loss = alpha*class_loss + (1-alpha)*hmap_loss, the CAM
+    W[pred]·F min-max scaled (no bias, no ReLU), F before the last ReLU (DenseNet norm5 / ResNet conv3)."""
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 3, width=8).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+    x, y = torch.rand(5, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1])
+    masks = torch.zeros(5, 32, 32)
+    masks[:, 8:24, 4:20] = 1.0
+    with torch.no_grad():  # by hand, from the plain modules
+        pre = model.trunk[:-1]((x - model.mean) / model.std)      # small_cnn ends conv-BN-ReLU
+        logits = model.fc(pre.relu().mean((2, 3)))
+        ce = -logits.log_softmax(1)[torch.arange(5), y].mean()
+        f = pre if features == "pre_relu" else pre.relu()
+        cam = (f * model.fc.weight[logits.argmax(1)][:, :, None, None]).sum(1)
+        lo = cam.amin((1, 2), keepdim=True)
+        cam = (cam - lo) / (cam - lo).amax((1, 2), keepdim=True)
+        # the resize is PIL's antialiased bilinear (a triangle filter 8 px wide per side at 32 -> 4)
+        human = F.interpolate(masks[:, None], size=(4, 4), mode="bilinear", antialias=True, align_corners=False)[:, 0]
+        human = (human - human.amin((1, 2), keepdim=True)) / (human.amax((1, 2), keepdim=True) - human.amin((1, 2), keepdim=True))
+        mse = (cam - human).square().mean()
+    alpha = 0.3
+    for weighs, want in (("ce", alpha * ce + (1 - alpha) * mse), ("map", (1 - alpha) * ce + alpha * mse)):
+        cfg = _salience(alpha=alpha, alpha_weighs=weighs, cam_class="predicted", cam_features=features)
+        loss, out = cyborg(model, x, y, masks, cfg)
+        torch.testing.assert_close(out, logits)
+        torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+    assert not torch.isclose(alpha * ce + (1 - alpha) * mse, (1 - alpha) * ce + alpha * mse)
+
+
+def test_pre_relu_features_keep_gradients_and_resnet_blocks():
+    torch.manual_seed(0)
+    model = create_model("resnet18", 3, image_size=32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    pre, logits = last_relu_input(model, x)
+    post = model.features(x)
+    block = model.trunk[-1][-1]  # the last BasicBlock: relu(bn2(conv2(.)) + identity)
+    torch.testing.assert_close(pre.relu(), post)
+    assert (pre < 0).any()
+    pre.sum().backward()
+    assert block.conv2.weight.grad is not None
+
+
+def test_outline_band_is_a_sparser_human_map():
+    mask = torch.zeros(1, 32, 32)
+    mask[0, 8:18, 10:20] = 1.0  # a filled 10x10 square
+    band = outline_band(mask, 2)
+    assert band.sum().item() == (10 + 4) ** 2 - (10 - 4) ** 2  # (s+2r)^2 - (s-2r)^2
+    assert band[0, 12:14, 14:16].sum() == 0 and band[0, 8, 10] == 1 and band[0, 6, 8] == 1 and band[0, 5, 8] == 0
+    assert band.sum() < mask.sum() * 2 and human_map(mask, "mask", 0.1) is mask
+    torch.testing.assert_close(human_map(mask, "outline", 4 / 32), band)  # width 4 px total -> r = 2
+    with pytest.raises(ValueError, match="human_map"):
+        human_map(mask, "scribble", 0.1)
 
 
 @pytest.mark.parametrize("variant", ["standard", "salience"])

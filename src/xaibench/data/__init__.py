@@ -1,4 +1,9 @@
-"""Datasets, all written in the prepared-split format (see `store`)."""
+"""Datasets, all written in the prepared-split format (see `store`).
+
+A dataset is a generator function `prepare(settings, image_size, seed)` that yields
+(split name, arrays) and returns its meta; it registers with `@DATASETS.register(name)` in its own
+module, listed in `xaibench.catalog.DATASETS`, with its settings block under `data.{name}`.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,17 +11,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import digits, folder, shapes
+from .. import catalog
+from ..registry import Registry
 from .store import Split, read_meta, read_split, write_meta, write_split
 
-GENERATORS = {"shapes": shapes.prepare, "digits": digits.prepare, "folder": folder.prepare}
+DATASETS = Registry("dataset", catalog.DATASETS)
 
 
 def prepare(name: str, data_cfg: dict, out: str | Path) -> dict:
     """Write every split of dataset `name` under `out` plus meta.json; return the meta."""
     out = Path(out)
     size, seed = data_cfg["image_size"], data_cfg["seed"]
-    gen = GENERATORS[name](data_cfg[name], size, seed)
+    gen = DATASETS.get(name)(data_cfg[name], size, seed)
     splits, digest = {}, hashlib.sha256()
     with tqdm(desc=f"prepare {name}", unit="split") as bar:
         try:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import DATASETS
 
+
+@DATASETS.register("digits")
 def prepare(cfg: dict, size: int, seed: int):
     import torch
     import torch.nn.functional as F

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import DATASETS
+
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -47,6 +49,7 @@ def scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, items
 
 
+@DATASETS.register("folder")
 def prepare(cfg: dict, size: int, seed: int):
     root = Path(cfg["root"])
     mask_root = Path(cfg["masks"]) if cfg["masks"] else None

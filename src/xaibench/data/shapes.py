@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import DATASETS
+
 # Distinct, saturated cue colours (RGB 0-1), one per class index.
 CUE_COLOURS = np.array([
     [1.0, 0.1, 0.1], [0.1, 0.4, 1.0], [1.0, 0.9, 0.0], [0.0, 0.85, 0.3],
@@ -158,6 +160,7 @@ def generate_split(cfg: dict, size: int, seed: int, split: str, n: int) -> dict[
     return out
 
 
+@DATASETS.register("shapes")
 def prepare(cfg: dict, size: int, seed: int):
     """Yield (split, arrays) for every split, then return the dataset's meta."""
     counts = {s: cfg[f"n_{s}"] for s in ("train", "val", "test", "ood", "pairs")}

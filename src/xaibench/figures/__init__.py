@@ -5,7 +5,6 @@ Nothing here touches a model, so `snakemake figures` redraws everything in secon
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -16,19 +15,17 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import catalog, paths  # noqa: E402
+from ..io import atomic_path  # noqa: E402
+from ..registry import Registry  # noqa: E402
 
-FIGURES: dict[str, Callable] = {}
-PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "protopnet": "#C44E52"}
+FIGURES = Registry("figure", catalog.FIGURES)
+register = FIGURES.register
+PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "lap_plugin": "#8FBC8F",
+           "protopnet": "#C44E52", "protopnet_comp": "#8172B3"}
 
 
-def register(name: str):
-    """Register the drawing function of a figure listed in `xaibench.catalog.FIGURES`."""
-    def deco(fn):
-        if name not in catalog.FIGURES:
-            raise KeyError(f"figure '{name}' is not listed in xaibench.catalog.FIGURES")
-        FIGURES[name] = fn
-        return fn
-    return deco
+class NotApplicable(Exception):
+    """A figure has nothing to show for this run (e.g. no split has masks); the message says why."""
 
 
 def save(fig, cfg: dict, dataset: str, stem: str) -> list[Path]:
@@ -108,7 +105,7 @@ def localization(cfg, dataset):
     from ..io import atomic_path, save_csv
     stats = localization_table(dataset)
     if stats.empty:
-        return []
+        raise NotApplicable("no explained split of this dataset has ground-truth masks")
     out = paths.tables(dataset)
     save_csv(out / "localization.csv", stats)
     rank = {s: i for i, s in enumerate(LOCALIZATION_SPLITS)}
@@ -136,7 +133,7 @@ def localization(cfg, dataset):
             ref = data[(data.metric == metric) & (data.method == method)]["value"]
             if len(ref):
                 ax.axhline(ref.mean(), ls=ls, c=colour, lw=1, label=method.replace("baseline_", ""))
-        ax.set(title=LOCALIZATION[metric], xlabel="explainer", ylabel="score", ylim=(0, 1.02))
+        ax.set(title=LOCALIZATION[metric] + catalog.arrow("localization", metric), xlabel="explainer", ylabel="score", ylim=(0, 1.02))
         if ax.legend_ and ax is not axes[0][-1]:
             ax.legend_.remove()
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="variant / reference map")
@@ -203,7 +200,8 @@ def gallery(cfg, dataset):
     idx = np.linspace(0, len(split) - 1, n).astype(int)
     seed = cfg["train"]["seeds"][0]
     cols = [(v, m) for v in _variants(cfg) for m in catalog.methods_for(cfg["explain"]["methods"], v)]
-    maps = {c: load_explanation(paths.explanation(dataset, c[0], seed, c[1], "test")) for c in cols}
+    maps = {c: load_explanation(paths.explanation(dataset, c[0], catalog.seeds_for(cfg, c[0])[0], c[1], "test"))
+            for c in cols}
     classes = _classes(dataset)
     masks = split.masks if split.masks is not None else np.zeros(split.images.shape[:3], np.uint8)
     tiles = [[tile(split.images[i]), tile(masks[i])] +
@@ -227,14 +225,40 @@ def wanted(cfg: dict) -> list[str]:
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
 
 
-def draw(cfg: dict, dataset: str, names: list[str] | None = None) -> list[Path]:
-    """Draw the named figures (default: every figure this configuration can draw)."""
-    written = []
-    for name in names or wanted(cfg):
-        written += FIGURES[name](cfg, dataset)
+def outputs(cfg: dict, dataset: str, name: str) -> list[Path]:
+    """Every file figure `name` must write (what the Snakefile declares)."""
+    files = [paths.figures(dataset) / f"{name}.{fmt}" for fmt in cfg["figures"]["formats"]]
+    if catalog.FIGURES[name].get("table"):
+        files += [paths.tables(dataset) / f"{name}.{ext}" for ext in ("md", "csv")]
+    return files
+
+
+def placeholder(cfg: dict, dataset: str, name: str, reason: str) -> list[Path]:
+    """Write every declared output of a figure that has nothing to show, saying why."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{dataset} / {name}: not applicable\n{reason}", ha="center", va="center", wrap=True)
+    written = save(fig, cfg, dataset, name)
+    for path in outputs(cfg, dataset, name)[len(written):]:
+        with atomic_path(path) as tmp:
+            tmp.write_text(f"not applicable: {reason}\n" if path.suffix == ".md" else "")
+        written.append(path)
     return written
 
 
-# Figures in their own modules register themselves on import.
-from . import lap  # noqa: E402,F401
-from . import salience  # noqa: E402,F401
+def draw(cfg: dict, dataset: str, names: list[str] | None = None) -> list[Path]:
+    """Draw the named figures (default: every figure this configuration can draw).
+
+    A figure with nothing to show still writes its declared files, a placeholder naming the reason,
+    so a run on data without masks (say) completes instead of failing on missing outputs.
+    """
+    written = []
+    for name in names or wanted(cfg):
+        try:
+            files = FIGURES.get(name)(cfg, dataset) or []
+            if not files:
+                raise NotApplicable("this run has no data this figure draws")
+        except NotApplicable as why:
+            files = placeholder(cfg, dataset, name, str(why))
+        written += files
+    return written

@@ -53,7 +53,7 @@ def lap_faithfulness(cfg, dataset):
 
 @register("lap_attention")
 def lap_attention(cfg, dataset):
-    """Per-layer LAP score maps, the head's map of the predicted class and their combination.
+    """Per-layer LAP score maps s, the head's attention a_k of the predicted class and the `lap` map.
 
     The one figure that runs a model: per-layer maps are not stored in explanation files (the
     explain contract is one map per image), so the first seed's `lap` model is run on a handful
@@ -80,19 +80,22 @@ def lap_attention(cfg, dataset):
         size = x.shape[-2:]
         layer_maps = [upsample(m[:, 0], size) for m in layers]
         head_map = upsample(head[torch.arange(n), pred], size)
-        combined = lap_explainer(model, x, pred)
+        options = cfg["explain"].get("options", {}).get("lap", {})
+        attention = upsample(lap_explainer(model, x, pred, combine="head"), size)
+        combined = upsample(lap_explainer(model, x, pred, **options), size)
     classes = _classes(dataset)
-    cols = ["image", "mask"] + [f"LAP layer {i + 1}\n{tuple(m.shape[-2:])}" for i, m in enumerate(layers)] + \
-           [f"head, predicted\n{tuple(head.shape[-2:])}", f"combined ({model.combine})"]
+    cols = ["image", "mask"] + [f"LAP layer {i + 1} score s\n{tuple(m.shape[-2:])}" for i, m in enumerate(layers)] + \
+           [f"head score s, predicted\n{tuple(head.shape[-2:])}", "head attention a_k",
+            f"lap map ({options.get('combine', 'cascade')})"]
     masks = split.masks if split.masks is not None else np.zeros(split.images.shape[:3], np.uint8)
     tiles = []
     for r, i in enumerate(idx):
         # score maps are in [0,1] by construction; shown on that fixed scale so layers compare
         tiles.append([tile(split.images[i]), tile(masks[i])] +
                      [tile(heat=m[r].numpy(), cmap="viridis", scale=(0, 1)) for m in layer_maps + [head_map]] +
-                     [tile(split.images[i], combined[r].numpy())])
+                     [tile(split.images[i], attention[r].numpy()), tile(split.images[i], combined[r].numpy())])
     rows = [f"{classes[split.labels[i]]} → {classes[pred[r]]}" for r, i in enumerate(idx)]
     colours = ["black" if pred[r] == split.labels[i] else "red" for r, i in enumerate(idx)]
     fig = mosaic(tiles, cols, rows, f"{dataset}: LAP attention by layer (seed {seed}; label → prediction, red = wrong; "
-                 "score maps on a fixed 0–1 scale, last column min-max scaled)", row_colours=colours, cell=1.7)
+                 "score maps on a fixed 0–1 scale, last two columns min-max scaled)", row_colours=colours, cell=1.7)
     return save(fig, cfg, dataset, "lap_attention")

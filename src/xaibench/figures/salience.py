@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import catalog, paths
 from ..io import atomic_path, save_csv
+from ..tidy import over_units, select
 from . import PALETTE, mosaic, tile, _variants, plt, register, save, sns, table
 
 TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
@@ -158,46 +159,21 @@ def salience_degradation(cfg, dataset):
 
 # ---- summary table ---------------------------------------------------------------------------
 
-# measure label -> (family, metric, split, row filter on setting/level); one value per seed =
-# mean over images and over the settings/levels kept.
-SUMMARY = {
-    "(a) spatial entropy ↓": ("entropy", "spatial_entropy", "test", lambda d: d.setting == ""),
-    "(a) histogram entropy ↓": ("entropy", "histogram_entropy", "test", lambda d: d.setting == ""),
-    "(b) map SSIM under s&p noise, amounts > 0": ("noise", "map_ssim", "test", lambda d: (d.setting == "s&p") & (d.level > 0)),
-    "(b) class score under s&p noise, amounts > 0": ("noise", "score", "test", lambda d: (d.setting == "s&p") & (d.level > 0)),
-    "(b) max softmax on ood classes": ("noise", "max_softmax", "ood", lambda d: d.setting == "ood"),
-    "(b) max softmax on test": ("noise", "max_softmax", "test", lambda d: d.setting == "ood"),
-    "(c) equivariance SSIM, all transforms": ("equivariance", "map_ssim", "test", lambda d: d.setting != ""),
-    "(c) equivariance Spearman, all transforms": ("equivariance", "map_spearman", "test", lambda d: d.setting != ""),
-    "(d) cross-run SSIM (sd over seed pairs)": ("stability", "map_ssim", "test", lambda d: d.setting != ""),
-    "(d) cross-run Spearman (sd over seed pairs)": ("stability", "map_spearman", "test", lambda d: d.setting != ""),
-    "(e) score, background blurred": ("degradation", "score", "test", lambda d: (d.setting == "background") & (d.level > 0)),
-    "(e) score, object blurred": ("degradation", "score", "test", lambda d: (d.setting == "object") & (d.level > 0)),
-    "(e) accuracy, background blurred": ("degradation", "accuracy", "test", lambda d: (d.setting == "background") & (d.level > 0)),
-    "(e) accuracy, object blurred": ("degradation", "accuracy", "test", lambda d: (d.setting == "object") & (d.level > 0)),
-    "(e) map SSIM, background blurred": ("degradation", "map_ssim", "test", lambda d: (d.setting == "background") & (d.level > 0)),
-    "(e) map SSIM, object blurred": ("degradation", "map_ssim", "test", lambda d: (d.setting == "object") & (d.level > 0)),
-}
-
-
 def summary_table(dataset: str) -> pd.DataFrame:
-    """variant × method × measure -> mean, sd and n over seeds (stability: over seed pairs)."""
-    out = []
-    tables = {}
-    for measure, (family, metric, split, keep) in SUMMARY.items():
+    """variant × method × measure -> mean, sd and n over seeds (stability: over seed pairs), for the
+    measures of `catalog.SALIENCE_SUMMARY` (the same filters as results/summary.json)."""
+    out, tables = [], {}
+    for spec in catalog.SALIENCE_SUMMARY:
+        family = spec["family"]
         if family not in tables:
             tables[family] = table(dataset, family)
-            tables[family]["setting"] = tables[family]["setting"].astype(object).fillna("")
         d = tables[family]
-        d = d[(d.metric == metric) & (d.split == split)]
-        d = d[keep(d)]
+        d = select(d[(d.metric == spec["metric"]) & (d.split == spec["split"])], spec["setting"], spec["levels"])
         if d.empty:
             continue
-        unit = "setting" if family == "stability" else "seed"
-        per_unit = d.groupby(["variant", "method", unit])["value"].mean().reset_index()
-        stats = per_unit.groupby(["variant", "method"])["value"].agg(["mean", "std", "count"]).reset_index()
-        stats.insert(2, "measure", measure)
-        out.append(stats.rename(columns={"std": "sd", "count": "n"}))
+        stats = over_units(d, ["variant", "method"], "setting" if family == "stability" else "seed")
+        stats.insert(2, "measure", spec["label"])
+        out.append(stats)
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["variant", "method", "measure", "mean", "sd", "n"])
 
 
@@ -210,8 +186,10 @@ def salience_summary(cfg, dataset):
     stats = summary_table(dataset)
     variants = [v for v in _variants(cfg) if v in set(stats.variant)]
     cells = {(r["measure"], r["method"], r["variant"]): _cell(r) for _, r in stats.iterrows()}
-    keys = sorted({k[:2] for k in cells}, key=lambda k: (list(SUMMARY).index(k[0]), k[1]))
-    wide = pd.DataFrame([[measure, method, *(cells.get((measure, method, v), "–") for v in variants)]
+    labels = [spec["label"] for spec in catalog.SALIENCE_SUMMARY]
+    keys = sorted({k[:2] for k in cells}, key=lambda k: (labels.index(k[0]), k[1]))
+    arrows = {s["label"]: catalog.arrow(s["family"], s["metric"]) for s in catalog.SALIENCE_SUMMARY}
+    wide = pd.DataFrame([[measure + arrows[measure], method, *(cells.get((measure, method, v), "–") for v in variants)]
                          for measure, method in keys], columns=["measure", "explainer", *variants])
     out = paths.tables(dataset)
     save_csv(out / "salience_summary.csv", stats)
@@ -240,12 +218,12 @@ def salience_gallery(cfg, dataset):
     from ..data import read_split
     split = read_split(paths.prepared(dataset), "test")
     idx = np.linspace(0, len(split) - 1, min(GALLERY_IMAGES, len(split))).astype(int)
-    methods, seeds, variants = cfg["explain"]["methods"], cfg["train"]["seeds"], _variants(cfg)
+    methods, variants = cfg["explain"]["methods"], _variants(cfg)
     cols = [(i, m) for i in idx for m in methods]
     tiles, labels, colours = [[tile(split.images[i]) for i, _ in cols]], ["image"], ["black"]
     for variant in variants:
         usable = catalog.methods_for(methods, variant)
-        for seed in seeds:
+        for seed in catalog.seeds_for(cfg, variant):
             maps = {m: load_explanation(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
             tiles.append([tile(split.images[i], maps[m][i]) if m in maps else None for i, m in cols])
             labels.append(f"{variant} seed {seed}")

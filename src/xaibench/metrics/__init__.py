@@ -1,15 +1,20 @@
 """Metric families: each a function `(ctx) -> per-image rows`, registered under its catalog name.
 
-Scope and inputs of each family are declared in `xaibench.catalog`. Rows carry the tidy columns
-below; `aggregate` averages the per-image rows into one row per
+Scope, inputs and score directions of each family are declared in `xaibench.catalog`. Rows carry
+the tidy columns below; `aggregate` averages the per-image rows into one row per
 dataset × variant × seed × method × split × metric × setting × level (DESIGN §2.4).
+
+A family that scores saved maps only writes the per-batch computation and hands it to `over_maps`,
+the one loop over splits × methods × batches (it also turns scores of images a measure cannot
+score — an empty mask — into NaN, so they drop out of every mean).
 """
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Callable
+from functools import cache, cached_property
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -18,27 +23,13 @@ import torch
 from .. import catalog, paths
 from ..io import load_explanation
 from ..data import read_meta, read_split
+from ..registry import Registry
 
 from ..tidy import COLUMNS, ROW_COLUMNS, aggregate, rows  # noqa: F401  (the families' row helpers)
 
 
-@dataclass
-class Family:
-    fn: Callable
-    scope: str  # "model" or "variant", from xaibench.catalog
-
-
-FAMILIES: dict[str, Family] = {}
-
-
-def register(name: str):
-    """Register the implementation of a family listed in `xaibench.catalog.FAMILIES`."""
-    def deco(fn):
-        if name not in catalog.FAMILIES:
-            raise KeyError(f"metric family '{name}' is not listed in xaibench.catalog.FAMILIES")
-        FAMILIES[name] = Family(fn, catalog.FAMILIES[name]["scope"])
-        return fn
-    return deco
+FAMILIES = Registry("metric family", catalog.FAMILIES)
+register = FAMILIES.register
 
 
 @dataclass
@@ -82,42 +73,136 @@ class Context:
         return id(self)
 
 
+@dataclass
+class Batch:
+    """One batch of one split's saved maps of one method, with what a measure may need of the data."""
+
+    ctx: Context
+    split: str
+    method: str
+    index: slice
+    explanation: dict
+
+    @cached_property
+    def data(self):
+        return self.ctx.split(self.split)
+
+    @cached_property
+    def maps(self) -> torch.Tensor:
+        return torch.from_numpy(self.explanation["maps"][self.index]).float()
+
+    @cached_property
+    def masks(self) -> torch.Tensor | None:
+        """Boolean ground-truth masks (the prepared format stores 0-255; > 127 is inside)."""
+        return None if self.data.masks is None else torch.from_numpy(self.data.masks[self.index]) > 127
+
+    @cached_property
+    def images(self) -> torch.Tensor:
+        return self.data.tensors(self.index).to(self.ctx.device)
+
+    @cached_property
+    def labels(self) -> torch.Tensor:
+        return torch.from_numpy(self.data.labels[self.index])
+
+    @cached_property
+    def targets(self) -> torch.Tensor:
+        return torch.from_numpy(self.explanation["targets"][self.index])
+
+    def extra(self, name: str) -> torch.Tensor | None:
+        """An optional per-image array of the split (`cue`, `labels2`, `masks2`, ...) for this batch."""
+        extras = self.data.extras or {}
+        return torch.from_numpy(extras[name][self.index]) if name in extras else None
+
+
+Score = tuple  # (metric, values [B], setting, level); setting and level may be omitted
+
+
+def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family: str, needs_masks: bool = False,
+              max_images: int | None = None, batch_size: int | None = None) -> pd.DataFrame:
+    """The loop every map-scoring family shares: split × method × batch -> per-image tidy rows.
+
+    `score(batch)` yields (metric, values[B] [, setting [, level]]). With `needs_masks`, splits
+    without masks are skipped (logged) and images with an empty mask score NaN.
+    """
+    out = []
+    for split in ctx.cfg["explain"]["splits"]:
+        data = ctx.split(split)
+        if needs_masks and data.masks is None:
+            print(f"{family}: {ctx.dataset}/{split} has no masks; skipped", flush=True)
+            continue
+        n = len(data) if max_images is None else min(len(data), max_images)
+        step = batch_size or n
+        for method in ctx.methods:
+            explanation = ctx.explanation(ctx.seed, method, split)
+            parts = defaultdict(list)
+            for i in range(0, n, step):
+                batch = Batch(ctx, split, method, slice(i, min(i + step, n)), explanation)
+                empty = (~batch.masks.flatten(1).any(1)) if needs_masks else None
+                for metric, values, *rest in score(batch):
+                    values = torch.as_tensor(values).detach().float().cpu()
+                    if empty is not None and empty.any():
+                        values = values.masked_fill(empty, float("nan"))
+                    setting, level = (list(rest) + ["", float("nan")])[:2]
+                    parts[(metric, setting, level)].append(values)
+            for (metric, setting, level), values in parts.items():
+                out.append(rows(method, split, metric, torch.cat(values).numpy(), setting, level))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=ROW_COLUMNS)
+
+
 def run(name: str, ctx: Context) -> pd.DataFrame:
-    frame = FAMILIES[name].fn(ctx)
+    """Rows of family `name` for the model(s) of `ctx`; none when the family needs a capability
+    (catalog `applies_to`, e.g. `prototypes`) the variant's models lack."""
+    needed = catalog.FAMILIES[name].get("applies_to")
+    if needed and needed not in catalog.VARIANTS[ctx.variant].get("provides", []):
+        frame = pd.DataFrame(columns=ROW_COLUMNS)
+    else:
+        frame = FAMILIES.get(name)(ctx)
     if frame.empty:
         frame = pd.DataFrame(columns=ROW_COLUMNS)
     frame.insert(0, "dataset", ctx.dataset)
     frame.insert(1, "variant", ctx.variant)
-    frame.insert(2, "seed", ctx.seed if FAMILIES[name].scope == "model" else -1)
+    frame.insert(2, "seed", ctx.seed if catalog.FAMILIES[name]["scope"] == "model" else -1)
     return frame
 
 
 def summarize(cfg: dict) -> dict:
-    """Headline numbers for `dvc metrics show`: per variant × split × metric, mean and sd over seeds.
+    """Headline numbers for `dvc metrics show`: per variant × split × measure, mean and sd over seeds.
 
-    Metrics swept over settings or levels (transforms, noise amounts, ...) are first averaged over
-    them within each seed, so each key is one number per model.
+    Families with rows in `catalog.SALIENCE_SUMMARY` (paper E) report exactly those measures, with
+    the same setting/level filters and units as the salience summary table (stability: sd over seed
+    pairs). Every other metric is averaged over its settings and, where it has levels, over levels
+    > 0 (level 0 is the unaltered image where curves start), within each seed first.
     """
+    from ..tidy import over_units, select
     out: dict = {}
+
+    def put(dataset, stats, family, name):
+        for _, row in stats.iterrows():
+            key = f"{family}/{name}" if row["method"] == "model" else f"{family}/{row['method']}/{name}"
+            node = out.setdefault(dataset, {}).setdefault(row["variant"], {}).setdefault(row["split"], {})
+            node[key] = {"mean": round(float(row["mean"]), 4), "sd": None if pd.isna(row["sd"]) else round(float(row["sd"]), 4)}
+
     for dataset in cfg["datasets"]:
         for family in cfg["metrics"]["families"]:
             table = pd.read_csv(paths.metric_table(dataset, family), keep_default_na=False, na_values=[""])
-            keys = ["variant", "method", "split", "metric"]
-            per_seed = table.groupby(keys + ["seed"])["value"].mean().reset_index()
-            stats = per_seed.groupby(keys)["value"].agg(["mean", "std"])
-            for (variant, method, split, metric), row in stats.iterrows():
-                key = f"{family}/{metric}" if method == "model" else f"{family}/{method}/{metric}"
-                node = out.setdefault(dataset, {}).setdefault(variant, {}).setdefault(split, {})
-                node[key] = {"mean": round(float(row["mean"]), 4),
-                             "sd": None if pd.isna(row["std"]) else round(float(row["std"]), 4)}
-        for seed in cfg["train"]["lap"]["plugin"]["seeds"]:
+            specs = [s for s in catalog.SALIENCE_SUMMARY if s["family"] == family]
+            unit = "setting" if family == "stability" else "seed"
+            if specs:
+                for spec in specs:
+                    d = table[(table.metric == spec["metric"]) & (table.split == spec["split"])]
+                    d = select(d, spec["setting"], spec["levels"])
+                    if not d.empty:
+                        put(dataset, over_units(d, ["variant", "method", "split"], unit), family, spec["name"])
+                continue
+            curve = table.groupby("metric")["level"].transform(lambda lv: lv.notna().any())
+            d = table[~curve | (table["level"] > 0)]
+            for metric, part in d.groupby("metric"):
+                put(dataset, over_units(part, ["variant", "method", "split"], unit), family, metric)
+        for seed in catalog.seeds_for(cfg, "lap_plugin") if "lap_plugin" in cfg["train"]["variants"] else []:
             path = paths.model_dir(dataset, "lap_plugin", seed) / "summary.json"
-            if {"standard", "lap"} <= set(cfg["train"]["variants"]) and path.is_file():
+            if path.is_file():
                 plug = json.loads(path.read_text())["plugin"]
                 out[dataset].setdefault("lap_plugin", {})[f"seed{seed}"] = {
                     stage: round(plug[stage]["test_accuracy"], 4) for stage in ("original", "at_init", "after")}
     return out
 
-
-# Register the families (import for side effects).
-from . import accuracy, deletion, localization, salience  # noqa: E402,F401

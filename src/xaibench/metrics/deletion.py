@@ -23,7 +23,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from . import register, rows
+from . import over_maps, register
 from .salience import gaussian_blur  # scipy.ndimage.gaussian_filter, tested against it
 
 
@@ -76,32 +76,22 @@ def curve_auc(curve: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 
 @register("deletion")
 def deletion(ctx) -> pd.DataFrame:
-    dcfg, bs = ctx.cfg["metrics"]["deletion"], ctx.cfg["explain"]["batch_size"]
+    dcfg = ctx.cfg["metrics"]["deletion"]
     fractions = sorted(dcfg["fractions"])
     model = ctx.model(ctx.seed).eval()
-    out = []
-    for split in ctx.cfg["explain"]["splits"]:
-        data = ctx.split(split)
-        n = len(data) if dcfg["max_images"] is None else min(len(data), dcfg["max_images"])
-        for method in ctx.methods:
-            exp = ctx.explanation(ctx.seed, method, split)
-            gen = torch.Generator().manual_seed(ctx.seed)
-            probs, hits = [], []
-            for i in range(0, n, bs):
-                j = min(i + bs, n)
-                x = data.tensors(slice(i, j)).to(ctx.device)
-                maps = torch.from_numpy(exp["maps"][i:j]).float()
-                t = torch.from_numpy(exp["targets"][i:j]).to(ctx.device)
-                y = torch.from_numpy(data.labels[i:j]).to(ctx.device)
-                levels, p, c = deletion_curves(model, x, maps, t, y, fractions, dcfg["baseline"], dcfg["blur_sigma"],
-                                               gen, chunk=bs)
-                probs.append(p.cpu())
-                hits.append(c.cpu())
-            prob, hit, levels = torch.cat(probs), torch.cat(hits), levels.cpu()
-            setting = ""  # one baseline per run (metrics.deletion.baseline), so it is a setting of the run
-            for k, level in enumerate(levels.tolist()):
-                out.append(rows(method, split, "target_probability", prob[:, k].numpy(), setting, level))
-                out.append(rows(method, split, "accuracy", hit[:, k].numpy(), setting, level))
-            out.append(rows(method, split, "deletion_auc", curve_auc(prob, levels).numpy(), setting))
-            out.append(rows(method, split, "deletion_auc_accuracy", curve_auc(hit, levels).numpy(), setting))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    generators = {}  # one tie-breaking stream per split × method, seeded by the model's seed
+
+    def score(b):
+        gen = generators.setdefault((b.split, b.method), torch.Generator().manual_seed(ctx.seed))
+        levels, prob, hit = deletion_curves(model, b.images, b.maps, b.targets.to(ctx.device), b.labels.to(ctx.device),
+                                            fractions, dcfg["baseline"], dcfg["blur_sigma"], gen,
+                                            chunk=ctx.cfg["explain"]["batch_size"])
+        levels = levels.cpu()
+        for k, level in enumerate(levels.tolist()):
+            yield "target_probability", prob[:, k], "", level
+            yield "accuracy", hit[:, k], "", level
+        yield "deletion_auc", curve_auc(prob, levels.to(prob.device))
+        yield "deletion_auc_accuracy", curve_auc(hit, levels.to(hit.device))
+
+    return over_maps(ctx, score, family="deletion", max_images=dcfg["max_images"],
+                     batch_size=ctx.cfg["explain"]["batch_size"])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import register, rows
+from . import over_maps, register, rows
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -105,41 +105,52 @@ def localization(ctx) -> pd.DataFrame:
     (splits `test_cue_agreeing`, `test_cue_conflicting`; image indices kept). Baselines depend on the
     data alone (the random map on the model's seed), so they repeat across variants.
     """
-    from ..training.fit import cue_subsets
-    opts = ctx.cfg["metrics"]["localization"]
+    def score(b):
+        yield from _scores(b.maps, b.masks, b.extra("cue_box"))
+        if b.split == "pairs":  # two objects: relevance mass on the explained object vs the other one
+            other_mask = b.extra("masks2") > 127
+            on_first = (b.targets == b.labels)[:, None, None]
+            yield "mass_on_target_object", relevance_mass(b.maps, torch.where(on_first, b.masks, other_mask))
+            yield "mass_on_other_object", relevance_mass(b.maps, torch.where(on_first, other_mask, b.masks))
+
+    frame = over_maps(ctx, score, family="localization", needs_masks=True)
+    baselines = _baselines(ctx)
+    if not baselines.empty:
+        frame = pd.concat([frame, baselines], ignore_index=True)
+    return _with_cue_subsets(ctx, frame)
+
+
+def _scores(maps, masks, boxes):
+    for name, fn in MEASURES.items():
+        yield name, fn(maps, masks)
+    if boxes is not None and boxes.any():
+        yield "cue_mass", cue_mass(maps, box_masks(boxes, *masks.shape[1:]))
+
+
+def _baselines(ctx) -> pd.DataFrame:
+    """The reference maps of BASELINES scored like an explainer on every explained split with masks."""
+    sigma = ctx.cfg["metrics"]["localization"]["gaussian_sigma"]
     out = []
     for split in ctx.cfg["explain"]["splits"]:
         data = ctx.split(split)
         if data.masks is None:
-            print(f"localization: {ctx.dataset}/{split} has no masks; skipped")
             continue
         masks = torch.from_numpy(data.masks) > 127
         boxes = (data.extras or {}).get("cue_box")
-        cues = None if boxes is None or not boxes.any() else box_masks(torch.from_numpy(boxes), *masks.shape[1:])
-        groups = {split: np.arange(len(data))}
-        if split == "test":
-            groups.update({name: np.flatnonzero(keep) for name, keep in cue_subsets(data).items() if keep.any()})
-        maps = {m: torch.from_numpy(ctx.explanation(ctx.seed, m, split)["maps"]).float() for m in ctx.methods}
-        maps.update({f"baseline_{k}": baseline_maps(k, masks, opts["gaussian_sigma"], ctx.seed) for k in BASELINES})
-        for method, m in maps.items():
-            scores = {name: fn(m, masks) for name, fn in MEASURES.items()}
-            if cues is not None:
-                scores["cue_mass"] = cue_mass(m, cues)
-            for group, idx in groups.items():
-                for name, values in scores.items():
-                    out.append(rows(method, group, name, values[idx].numpy()).assign(image=idx))
-            if split == "pairs" and not method.startswith("baseline_"):
-                out.append(_second_object(ctx, method, data, m))
+        empty = ~masks.flatten(1).any(1)
+        for kind in BASELINES:
+            maps = baseline_maps(kind, masks, sigma, ctx.seed)
+            for name, values in _scores(maps, masks, None if boxes is None else torch.from_numpy(boxes)):
+                out.append(rows(f"baseline_{kind}", split, name, values.masked_fill(empty, float("nan")).numpy()))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
-def _second_object(ctx, method, data, maps) -> pd.DataFrame:
-    """Two-object images: relevance mass on the explained object's mask vs the other object's."""
-    m1 = torch.from_numpy(data.masks) > 127
-    m2 = torch.from_numpy(data.extras["masks2"]) > 127
-    targets = torch.from_numpy(ctx.explanation(ctx.seed, method, "pairs")["targets"])
-    on_first = targets == torch.from_numpy(data.labels)
-    own = torch.where(on_first[:, None, None], m1, m2)
-    other = torch.where(on_first[:, None, None], m2, m1)
-    return pd.concat([rows(method, "pairs", "mass_on_target_object", relevance_mass(maps, own).numpy()),
-                      rows(method, "pairs", "mass_on_other_object", relevance_mass(maps, other).numpy())])
+def _with_cue_subsets(ctx, frame: pd.DataFrame) -> pd.DataFrame:
+    """Append the `test` rows again under split names `test_cue_agreeing` / `test_cue_conflicting`."""
+    from ..training.fit import cue_subsets
+    if "test" not in ctx.cfg["explain"]["splits"] or frame.empty:
+        return frame
+    test = frame[frame.split == "test"]
+    extra = [test[test.image.isin(np.flatnonzero(keep))].assign(split=name)
+             for name, keep in cue_subsets(ctx.split("test")).items() if keep.any()]
+    return pd.concat([frame, *extra], ignore_index=True)

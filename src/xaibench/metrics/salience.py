@@ -33,32 +33,51 @@ def spatial_entropy(maps: torch.Tensor) -> torch.Tensor:
     return (h / math.log(flat.shape[1])).float()
 
 
-def histogram_entropy(maps: torch.Tensor, grid: int) -> torch.Tensor:
+def quantise(maps: torch.Tensor) -> torch.Tensor:
+    """[B,h,w] -> uint8 levels 0..255 as long: min-max scaled, ×255, truncated (torchcam's map through
+    torchvision's `to_pil_image`, `pic.mul(255).byte()`, as the reference saved its CAMs). A constant
+    map becomes all 0 (`minmax`)."""
+    return (minmax(maps.double()) * 255).floor().clamp(0, 255).long()
+
+
+def histogram_entropy(maps: torch.Tensor) -> torch.Tensor:
     """The reference code's entropy: of the grey-level histogram, not of where the relevance is.
 
-    The map is area-averaged to grid×grid cells (the reference used the 7×7 feature-map Grad-CAM),
-    min-max normalised, quantised to uint8 by truncation (torchcam's `to_pil_image`), and the
-    base-2 Shannon entropy of its value histogram (skimage.measure.shannon_entropy) is divided by
-    log2(min(grid², 256)), the most distinct levels the map can hold (5.614 = log2 49 at 7×7).
+    The map (at whatever resolution it is given: the reference used the native 7×7 Grad-CAM) is
+    quantised to uint8 (`quantise`), and the base-2 Shannon entropy of its value histogram
+    (skimage.measure.shannon_entropy) is divided by log2(min(h·w, 256)), the most distinct levels
+    the map can hold. The reference notebook divides by the literal 5.614 (= log2 49 = 5.6147 rounded,
+    Explain2Me Measures/Entropy notebook); the exact log2 used here differs from it by 1.3e-4 relative.
+    A constant map has one level (0); a one-hot map has two, H = H2(1/n) / log2 n.
     """
-    small = F.adaptive_avg_pool2d(maps[:, None].double(), grid).flatten(1)
-    lo, hi = small.min(1, keepdim=True).values, small.max(1, keepdim=True).values
-    q = ((small - lo) / (hi - lo).clamp_min(1e-12) * 255).floor().clamp(0, 255).long()
-    counts = F.one_hot(q, 256).sum(1).double()
+    q = quantise(maps).flatten(1)
+    counts = torch.zeros(len(q), 256, dtype=torch.float64, device=q.device).scatter_add_(
+        1, q, torch.ones_like(q, dtype=torch.float64))
     p = counts / counts.sum(1, keepdim=True)
     h = -(p * torch.log2(p.clamp_min(1e-300))).sum(1)
-    return (h / math.log2(min(grid * grid, 256))).float()
+    return (h / math.log2(min(q.shape[1], 256))).float()
+
+
+def resolution_maps(arrays: dict, resolution: str) -> np.ndarray:
+    """The maps of an explanation file at `metrics.salience.resolution`: `native` or `input` (upsampled)."""
+    key = "native" if resolution == "native" else "maps"
+    if key not in arrays:
+        raise ValueError(f"explanation file has no '{key}' maps (made before native maps were stored); "
+                         "rerun the explain step")
+    return arrays[key]
 
 
 @register("entropy")
 def entropy(ctx) -> pd.DataFrame:
-    grid = ctx.cfg["metrics"]["entropy_grid"]
+    """(a) Entropy of every saved map, both forms, at `metrics.salience.resolution` (native: the
+    explainer's own grid, as the reference's 7×7 Grad-CAM)."""
+    res = _settings(ctx)["resolution"]
     out = []
     for split in ctx.cfg["explain"]["splits"]:
         for method in ctx.methods:
-            maps = torch.from_numpy(ctx.explanation(ctx.seed, method, split)["maps"]).float()
+            maps = torch.from_numpy(resolution_maps(ctx.explanation(ctx.seed, method, split), res)).float()
             out.append(rows(method, split, "spatial_entropy", spatial_entropy(maps).numpy()))
-            out.append(rows(method, split, "histogram_entropy", histogram_entropy(maps, grid).numpy()))
+            out.append(rows(method, split, "histogram_entropy", histogram_entropy(maps).numpy()))
     return pd.concat(out, ignore_index=True)
 
 
@@ -140,15 +159,28 @@ def _setup(ctx, family: str):
     data, n = _test_images(ctx, family)
     methods = ctx.methods
     return (_settings(ctx), ctx.cfg["explain"]["batch_size"], _model(ctx), ctx.device, data, n, methods,
-            {m: _clean(ctx, m, n) for m in methods}, {m: ex.get(m) for m in methods})
+            {m: _clean(ctx, m, n) for m in methods}, {m: _explainer(ctx, m) for m in methods})
 
 
-def _explain(fn, model, x, logits, fixed, mode: str) -> torch.Tensor:
+def _explainer(ctx, method: str):
+    """The explainer with its configured options (explain.options.{method}), as the explain step ran it."""
+    fn, options = ex.get(method), ctx.cfg["explain"].get("options", {}).get(method, {})
+    return lambda model, x, targets: fn(model, x, targets, **options)
+
+
+def _explain(fn, model, x, logits, fixed, mode: str, native: bool = False):
     """Map of an altered image: for its own predicted class (`predicted`, the reference code's
-    choice) or for the clean image's target (`fixed`). Rounded to float16 like the saved maps, so
-    a map and its saved counterpart differ only by what the alteration did."""
+    choice) or for the clean image's target (`fixed`), upsampled to the input as the saved `maps`
+    (with native=True: also the native map, returned first). Rounded to float16 like the saved
+    maps, so a map and its saved counterpart differ only by what the alteration did."""
     targets = logits.argmax(1) if mode == "predicted" else fixed
-    return fn(model, x, targets).detach().half().float()
+    m = fn(model, x, targets).detach().float()
+    up = ex.upsample(m, x.shape[-2:]).half().float()
+    return (m.half().float(), up) if native else up
+
+
+def _entropy_maps(native: torch.Tensor, upsampled: torch.Tensor, resolution: str) -> torch.Tensor:
+    return native if resolution == "native" else upsampled
 
 
 def _score_class(ctx, logits, labels):
@@ -185,6 +217,10 @@ def salt_and_pepper(images: torch.Tensor, amount: float, uniforms: torch.Tensor)
 def noise(ctx) -> pd.DataFrame:
     """Out-of-set reaction (paper E, measure b): salt-and-pepper sweep on test, and ood vs test.
 
+    Amounts: metrics.salience.noise_amounts, default the reference grid {0, .01, .05, .1, .25, .5,
+    .75, 1} (Explain2Me Measures/Noise/noise-varying-intensities.py). Entropies at
+    metrics.salience.resolution (native by default, as measure a); map SSIM at input resolution.
+
     Per image and amount: `score` = softmax probability of the clean image's explained class on
     the noisy image (the reference scores sigmoid(logit_synthetic) of a binary model; softmax of
     the tracked class is its K-class counterpart), `prediction_changed` (argmax differs from the
@@ -212,9 +248,10 @@ def noise(ctx) -> pd.DataFrame:
             _collect(parts, ("model", "test", "score", "s&p", amount), z.softmax(1).gather(1, cls[:, None])[:, 0])
             _collect(parts, ("model", "test", "prediction_changed", "s&p", amount), (z.argmax(1) != z0.argmax(1)).float())
             for m in methods:
-                maps = _explain(fns[m], model, xn, z, clean[m][1][sl].to(dev), s["target"])
+                small, maps = _explain(fns[m], model, xn, z, clean[m][1][sl].to(dev), s["target"], native=True)
                 _collect(parts, (m, "test", "map_ssim", "s&p", amount), ssim(minmax(maps), minmax(clean[m][0][sl].to(dev))))
-                _collect(parts, (m, "test", "spatial_entropy", "s&p", amount), spatial_entropy(maps))
+                _collect(parts, (m, "test", "spatial_entropy", "s&p", amount),
+                         spatial_entropy(_entropy_maps(small, maps, s["resolution"])))
     if ctx.meta()["splits"].get("ood"):
         for split in ("test", "ood"):
             _ood_side(ctx, model, ctx.split(split), s["max_images"], fns, parts)
@@ -225,16 +262,16 @@ def noise(ctx) -> pd.DataFrame:
 
 def _ood_side(ctx, model, data, cap, fns, parts):
     n = len(data) if cap is None else min(cap, len(data))
-    grid = ctx.cfg["metrics"]["entropy_grid"]
+    res = _settings(ctx)["resolution"]
     for sl in _batches(n, ctx.cfg["explain"]["batch_size"]):
         x = data.tensors(sl).to(ctx.device)
         with torch.no_grad():
             z = model(x)
         _collect(parts, ("model", data.name, "max_softmax", "ood", np.nan), z.softmax(1).max(1).values)
         for m, fn in fns.items():
-            maps = _explain(fn, model, x, z, None, "predicted")
+            maps = _entropy_maps(*_explain(fn, model, x, z, None, "predicted", native=True), res)
             _collect(parts, (m, data.name, "spatial_entropy", "ood", np.nan), spatial_entropy(maps))
-            _collect(parts, (m, data.name, "histogram_entropy", "ood", np.nan), histogram_entropy(maps, grid))
+            _collect(parts, (m, data.name, "histogram_entropy", "ood", np.nan), histogram_entropy(maps))
 
 
 # ---- (c) geometric equivariance --------------------------------------------------------------
@@ -293,7 +330,9 @@ def equivariance(ctx) -> pd.DataFrame:
 
     The reference released the transformed images but not the comparison; SSIM after the
     inverse transform is the natural reading (research/salience_measures.md §3c) and Spearman
-    rank correlation is added as a scale-free check. Setting = transform name. Also per image
+    rank correlation is added as a scale-free check. Shifts: ±shift_fraction of the side, default
+    16/224 as the reference notebook (cv2.copyMakeBorder(img, 16, 16, 16, 16, BORDER_REPLICATE) on
+    224 px images). Setting = transform name. Also per image
     `prediction_changed` (the reference notebook's only printed outcome).
     """
     s, bs, model, dev, data, n, methods, clean, fns = _setup(ctx, "equivariance")
@@ -318,29 +357,46 @@ def equivariance(ctx) -> pd.DataFrame:
 
 # ---- (d) cross-run stability -----------------------------------------------------------------
 
+def stability_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The reference's stability SSIM: skimage.metrics.structural_similarity at its defaults on the
+    maps quantised to uint8 (`quantise`; data_range 255 from the dtype, 7×7 window, so one global
+    window on a 7×7 map). Computed as SSIM of q/255 with data_range 1 (the same number: SSIM is
+    invariant to scaling data and range together). Maps smaller than 7 a side (e.g. 4×4 grids of
+    32 px images, where skimage would refuse) use the largest odd window that fits.
+    """
+    side = min(a.shape[-2:])
+    win = min(7, side if side % 2 else side - 1)
+    if win < 3:
+        raise ValueError(f"stability SSIM: maps of {tuple(a.shape[-2:])} are too small for a 3x3 window")
+    return ssim(quantise(a).float() / 255, quantise(b).float() / 255, data_range=1.0, win_size=win)
+
+
 @register("stability")
 def stability(ctx) -> pd.DataFrame:
     """Cross-run stability (paper E, measure d): maps of the same image from independently trained
     seeds, compared pairwise (every pair, as the reference's 45 pairs of 10 runs).
 
-    Per image and pair: `map_ssim` (min-max scaled maps, data_range 1) and `map_spearman`;
-    setting "seedA-seedB". The reference compared 7×7 uint8 maps (one global SSIM window); here the
-    saved maps at input resolution are compared, so the SSIM is local (7×7-pixel windows).
+    Per image and pair: `map_ssim` and `map_spearman`; setting "seedA-seedB". At resolution `native`
+    (default) as the reference (Explain2Me Measures/Stability/ssim.py): scikit-image's SSIM at its
+    defaults on the native maps quantised to uint8 (`stability_ssim`). At `input`: the upsampled
+    maps min-max scaled, data_range 1 (local 7×7-pixel windows).
     """
     bs = ctx.cfg["explain"]["batch_size"]
+    res = _settings(ctx)["resolution"]
     if len(ctx.seeds) < 2:
         print(f"stability: {ctx.variant} has {len(ctx.seeds)} seed(s); needs at least 2; skipped")
         return pd.DataFrame()
     parts = defaultdict(list)
     for split in ctx.cfg["explain"]["splits"]:
         for method in ctx.methods:
-            maps = {seed: ctx.explanation(seed, method, split)["maps"] for seed in ctx.seeds}
+            maps = {seed: resolution_maps(ctx.explanation(seed, method, split), res) for seed in ctx.seeds}
             for a, b in combinations(ctx.seeds, 2):
                 if maps[a].shape != maps[b].shape:
                     raise ValueError(f"stability: {method}/{split} maps of seed {a} {maps[a].shape} and seed {b} "
                                      f"{maps[b].shape} differ; re-explain both from the same data")
                 for sl in _batches(len(maps[a]), bs):
-                    sim, rho = compare_maps(torch.from_numpy(maps[a][sl]).float(), torch.from_numpy(maps[b][sl]).float())
+                    pa, pb = torch.from_numpy(maps[a][sl]).float(), torch.from_numpy(maps[b][sl]).float()
+                    sim, rho = (stability_ssim(pa, pb), spearman(pa, pb)) if res == "native" else compare_maps(pa, pb)
                     _collect(parts, (method, split, "map_ssim", f"{a}-{b}", np.nan), sim)
                     _collect(parts, (method, split, "map_spearman", f"{a}-{b}", np.nan), rho)
     return _frame(parts)

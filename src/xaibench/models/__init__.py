@@ -3,25 +3,21 @@
 A model takes images in [0,1] (it normalises internally) and exposes
 `features(x) -> [B,C,h,w]` (the last conv block, the layer CAM/Grad-CAM explain) and
 `classify(f) -> logits`, with `forward = classify(features(x))`. `create_model(name, ...)` is the
-single entry point; architectures register themselves by name (the timm pattern).
+single entry point; architectures register themselves by name (the timm pattern) and are listed
+in `xaibench.catalog.ARCHITECTURES` (the `train.arch` choices).
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 from torch import nn
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+from .. import catalog
+from ..registry import Registry
+
+MODELS = Registry("architecture", catalog.ARCHITECTURES)
+register = MODELS.register
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def register(name: str):
-    def deco(fn):
-        MODELS[name] = fn
-        return fn
-    return deco
 
 
 class Classifier(nn.Module):
@@ -60,27 +56,35 @@ def small_cnn(num_classes: int, width: int = 32, **_) -> Classifier:
     return Classifier(nn.Sequential(*layers), cin, num_classes)
 
 
-@register("resnet18")
-def resnet18(num_classes: int, image_size: int = 224, **_) -> Classifier:
-    """torchvision resnet18 trunk (no weights are ever downloaded).
+def _resnet(name: str, num_classes: int, image_size: int) -> Classifier:
+    """A torchvision ResNet trunk (no weights are ever downloaded).
 
     Below 128 px the stem becomes a 3x3 stride-1 conv without max-pool (the CIFAR variant), so the
     last block still has a useful 8x8 map at 64 px; at 128 px and up the ImageNet stem is kept.
     """
-    from torchvision.models import resnet18 as tv_resnet18
+    import torchvision.models
 
-    net = tv_resnet18(weights=None)
+    net = getattr(torchvision.models, name)(weights=None)
     if image_size < 128:
         net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
     trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-    return Classifier(trunk, 512, num_classes)
+    return Classifier(trunk, net.fc.in_features, num_classes)
+
+
+@register("resnet18")
+def resnet18(num_classes: int, image_size: int = 224, **_) -> Classifier:
+    return _resnet("resnet18", num_classes, image_size)
+
+
+@register("resnet34")
+def resnet34(num_classes: int, image_size: int = 224, **_) -> Classifier:
+    """The backbone of paper A's ProtoPNet experiments."""
+    return _resnet("resnet34", num_classes, image_size)
 
 
 def create_model(arch: str, num_classes: int, **kw) -> Classifier:
-    if arch not in MODELS:
-        raise ValueError(f"unknown architecture '{arch}'; registered: {', '.join(sorted(MODELS))}")
-    return MODELS[arch](num_classes=num_classes, **kw)
+    return MODELS.get(arch)(num_classes=num_classes, **kw)
 
 
 def load_pretrained(model: Classifier, path: str) -> None:
@@ -99,6 +103,3 @@ def load_pretrained(model: Classifier, path: str) -> None:
     if len(missing) == len(model.trunk.state_dict()):
         raise ValueError(f"{path}: no backbone weights matched this architecture")
 
-
-# LAP-extended architectures (`lap_small_cnn`, `lap_resnet18`) register themselves on import.
-from . import lap  # noqa: E402,F401

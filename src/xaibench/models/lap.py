@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from . import Classifier, MODELS, register
+from . import Classifier
 
 MODES = ("softmax", "v1")
 
@@ -39,9 +39,11 @@ class LAPPool2d(nn.Module):
     """Attention pooling over k×k windows; drop-in for MaxPool2d/AvgPool2d with the same geometry.
 
     Padded positions get zero weight (so β=0 equals AvgPool2d(count_include_pad=False)).
-    After each forward, `last_scores` [B,1,H,W] (at the layer's input resolution) holds what the
-    model explains itself with: the score map s in mode `softmax`; in mode `v1` (no score network)
-    the channel-mean window weight each position received, in [0,1].
+    After each forward, `last_scores` [B,1,H,W] (at the layer's input resolution) holds the score
+    map s in mode `softmax` (what knowledge injection supervises); in mode `v1` (no score network)
+    the channel-mean window weight each position received, in [0,1]. `last_weights` [B,1,K,L] holds
+    the window weights that pooled the features (mode `v1`: their channel mean), which
+    `backproject` uses to carry a map on the output grid back to the layer's input.
     """
 
     def __init__(self, channels: int, kernel_size=2, stride=None, padding=0, mode: str = "softmax",
@@ -58,10 +60,29 @@ class LAPPool2d(nn.Module):
                                        nn.BatchNorm2d(1), nn.Sigmoid())
         self.beta_raw = nn.Parameter(torch.tensor(float(beta_init)))
         self.last_scores: torch.Tensor | None = None
+        self.last_weights: torch.Tensor | None = None
+        self.in_size: tuple[int, int] | None = None
+        self.out_size: tuple[int, int] | None = None
 
     @property
     def beta(self) -> torch.Tensor:
         return _nonneg(self.beta_raw)
+
+    def backproject(self, out_map: torch.Tensor) -> torch.Tensor:
+        """[B,oh,ow] on this layer's output grid -> [B,H,W] on its input: each output cell's value is
+        shared among its window's elements by the weights that pooled them (transposed pooling).
+
+        Window weights sum to 1, so the total is kept: a distribution stays a distribution, and
+        per-location contributions keep summing to the same logit. Uses the last forward's weights.
+        """
+        if self.last_weights is None:
+            raise ValueError("LAPPool2d.backproject needs a forward pass first")
+        w = self.last_weights                                                    # [B,1,K,L]
+        if out_map.shape[0] != w.shape[0] or out_map[0].numel() != w.shape[-1]:
+            raise ValueError(f"backproject: map {tuple(out_map.shape)} does not fit this layer's output "
+                             f"({w.shape[0]} images, {w.shape[-1]} windows)")
+        cols = w[:, 0] * out_map.reshape(len(out_map), 1, -1).to(w.dtype)     # [B,K,L]
+        return F.fold(cols, self.in_size, self.kernel_size, padding=self.padding, stride=self.stride)[:, 0]
 
     def extra_repr(self) -> str:
         return (f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -87,6 +108,8 @@ class LAPPool2d(nn.Module):
             logits = -beta * (top - cols).square()                                # [B,C,K,L]
         weights = logits.masked_fill(~valid, float("-inf")).softmax(2)
         out = (weights * cols).sum(2).view(b, c, oh, ow)
+        self.last_weights = weights if weights.shape[1] == 1 else weights.mean(1, keepdim=True)
+        self.in_size, self.out_size = (h, w), (oh, ow)
         if self.mode == "softmax":
             self.last_scores = s
         else:
@@ -117,11 +140,16 @@ class LAPHead(nn.Module):
     def beta(self) -> torch.Tensor:
         return _nonneg(self.beta_raw)
 
-    def forward(self, f: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
+    def parts(self, f: torch.Tensor, fc: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+        """(attention a_k [B,K,P], CAM_k = W_k·f [B,K,P]) over the P = h·w positions; logit = Σ_p a·CAM + b."""
         s = self.score(f)                                                        # [B,K,h,w]
         self.last_scores = s
         attn = (self.beta * s.flatten(2)).softmax(-1)                             # [B,K,P]
         cams = torch.einsum("bcp,kc->bkp", f.flatten(2), fc.weight)               # [B,K,P]
+        return attn, cams
+
+    def forward(self, f: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
+        attn, cams = self.parts(f, fc)
         return (attn * cams).sum(-1) + fc.bias
 
 
@@ -133,11 +161,9 @@ class LAPClassifier(Classifier):
     model explains itself with.
     """
 
-    def __init__(self, trunk: nn.Module, channels: int, num_classes: int, head_beta: float = 0.0,
-                 combine: str = "product"):
+    def __init__(self, trunk: nn.Module, channels: int, num_classes: int, head_beta: float = 0.0):
         super().__init__(trunk, channels, num_classes)
         self.head = LAPHead(channels, num_classes, head_beta)
-        self.combine = combine  # how the `lap` explainer combines layer maps (explain/lap.py)
 
     def classify(self, f: torch.Tensor) -> torch.Tensor:
         return self.head(f, self.fc)
@@ -187,7 +213,7 @@ def _match_max_(pool: LAPPool2d, beta: float) -> None:
 
 
 def lapify(model: Classifier, mode: str = "softmax", beta_init: float = 12.0, init: str = "scratch",
-           match_beta: float = 50.0, combine: str = "product") -> LAPClassifier:
+           match_beta: float = 50.0) -> LAPClassifier:
     """Replace the pooling of `model` by LAP layers and its GAP by a `LAPHead` (in place on the trunk).
 
     Replaced: every MaxPool2d/AvgPool2d (same kernel, stride, padding), and, as LIP does for ResNets,
@@ -227,7 +253,7 @@ def lapify(model: Classifier, mode: str = "softmax", beta_init: float = 12.0, in
                     child.__class__ = _pooled_block_class(type(child))
                     child.lap = make(child.conv1.in_channels, 3, 2, 1, "strided")
     out = LAPClassifier(trunk, model.fc.in_features, model.fc.out_features,
-                        head_beta=beta_init if init == "scratch" else 0.0, combine=combine)
+                        head_beta=beta_init if init == "scratch" else 0.0)
     out.fc.load_state_dict(model.fc.state_dict())
     return out
 
@@ -256,14 +282,3 @@ def calibrate_scores(model: LAPClassifier, x: torch.Tensor) -> None:
         for h in handles:
             h.remove()
         model.train(was_training)
-
-
-def _lap_factory(base: str):
-    def factory(num_classes: int, mode: str = "softmax", beta_init: float = 12.0, combine: str = "product", **kw):
-        return lapify(MODELS[base](num_classes=num_classes, **kw), mode=mode, beta_init=beta_init, combine=combine)
-    factory.__doc__ = f"`{base}` with LAP pooling layers and a LAP head (see `lapify`)."
-    return factory
-
-
-for _base in ("small_cnn", "resnet18"):
-    register(f"lap_{_base}")(_lap_factory(_base))

@@ -1,0 +1,33 @@
+"""Training variants, registered by name (their index is `xaibench.catalog.VARIANTS`).
+
+A variant is what gets trained and how: an architecture builder, a loss and, unless the plain
+seeded epoch loop of `fit.train` fits, its own trainer (a phased schedule such as ProtoPNet's, or a
+fine-tuning of another variant's model such as the LAP plug-in). Adding one is a module that calls
+`VARIANTS.register(name, Variant(...))` plus its catalog entry; its settings block, if any, lives
+under `train.{settings}` in params.yaml and becomes part of its checkpoints' model config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..registry import Registry
+from .. import catalog
+
+VARIANTS = Registry("training variant", catalog.VARIANTS)
+LOSSES = Registry("loss")
+
+
+@dataclass(frozen=True)
+class Variant:
+    build: Callable  # model config (fit.model_config) -> untrained nn.Module
+    loss: Callable  # (model, x, y, masks, train settings) -> (loss, logits)
+    trainer: Callable | None = None  # (cfg, data_root, variant, seed, out, device) -> summary; None = fit.train
+
+
+def train_variant(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto") -> dict:
+    """Train one model of `variant` with its trainer; writes model.pt, history.csv, summary.json under `out`."""
+    from .fit import train
+    trainer = VARIANTS.get(variant).trainer or train
+    return trainer(cfg, data_root, variant, seed, out, device)

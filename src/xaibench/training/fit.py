@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from ..data import read_meta, read_split
 from ..io import atomic_path, save_json
-from ..models import create_model, load_pretrained
-from .losses import LOSSES
+from .. import catalog
+from ..models import load_pretrained
+from . import VARIANTS
 
 CHECKPOINT = "checkpoint.pt"
 CHANNELS_LAST = torch.channels_last  # ~1.5x faster CPU convolutions for these small CNNs (measured)
@@ -42,22 +43,14 @@ def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
         "arch": train["arch"], "width": train["width"], "num_classes": len(meta["classes"]),
         "image_size": meta["image_size"], "dataset": meta["dataset"], "data_sha256": meta["content_sha256"],
         "variant": variant, "seed": seed,
-        "train": {k: train[k] for k in ("pretrained", "epochs", "batch_size", "lr", "weight_decay", "salience")
-                  + (("lap",) if variant in LAP_VARIANTS else ())},
+        "train": {k: train[k] for k in ("pretrained", "epochs", "batch_size", "lr", "weight_decay")
+                  + tuple(k for k in [catalog.VARIANTS[variant].get("settings")] if k)},
     }
 
 
-LAP_VARIANTS = ("lap", "lap_plugin")  # LAP-extended architecture (models/lap.py); lap_plugin: training/plugin.py
-
-
 def build(mcfg: dict):
-    if mcfg["variant"] in LAP_VARIANTS:
-        lap = mcfg["train"]["lap"]
-        return create_model(f"lap_{mcfg['arch']}", mcfg["num_classes"], width=mcfg["width"],
-                            image_size=mcfg["image_size"], mode=lap["mode"], beta_init=lap["beta_init"],
-                            combine=lap["combine"])
-    model = create_model(mcfg["arch"], mcfg["num_classes"], width=mcfg["width"], image_size=mcfg["image_size"])
-    return model
+    """An untrained model of the checkpoint's variant and configuration."""
+    return VARIANTS.get(mcfg["variant"]).build(mcfg)
 
 
 def load_model(path: str | Path, expect: dict | None = None, device="cpu"):
@@ -200,7 +193,7 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     train_split = read_split(data_root, "train")
     val_split = read_split(data_root, "val")
     mcfg = model_config(cfg, meta, variant, seed)
-    loss_fn = LOSSES[variant]
+    loss_fn = VARIANTS.get(variant).loss
 
     torch.manual_seed(seed)
     model = build(mcfg).to(device, memory_format=CHANNELS_LAST)

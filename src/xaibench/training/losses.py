@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import LOSSES
+
 
 def minmax(a: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Scale each map of a batch [B,...] to [0,1]; a constant map becomes 0 (CYBORG's later repos guard it so)."""
@@ -17,29 +19,81 @@ def class_activation_map(model, feats: torch.Tensor, classes: torch.Tensor) -> t
     return torch.einsum("bchw,bc->bhw", feats, model.fc.weight[classes])
 
 
+@LOSSES.register("cross_entropy")
 def cross_entropy(model, x, y, masks, cfg):
     logits = model(x)
     return F.cross_entropy(logits, y), logits
 
 
-def cyborg(model, x, y, masks, cfg):
-    """CYBORG (Boyd et al. 2023): (1-a)·CE + a·MSE(minmax CAM, minmax human map at CAM size).
+def outline_band(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """A sparser human map: the band around each mask's boundary, dilation minus erosion of the
+    binarised mask (> 0.5) by a (2r+1)² square; [B,H,W] -> [B,H,W] in {0,1}. A filled s×s square
+    gives a frame of (s+2r)² − (s−2r)² pixels (for s > 2r)."""
+    m = (masks > 0.5).float()[:, None]
+    k = 2 * radius + 1
+    dilated = F.max_pool2d(m, k, stride=1, padding=radius)
+    eroded = -F.max_pool2d(-m, k, stride=1, padding=radius)  # zero padding erodes from the border too
+    return (dilated - eroded)[:, 0]
 
-    `alpha` weighs the salience term here (the reference code's α weighs CE; at the default 0.5
-    they coincide). The CAM is taken for the predicted class as in the reference code, or for the
-    label with `cam_class: label`. Human maps are resized with antialiased bilinear interpolation,
-    matching the PIL resize the reference code uses.
+
+def human_map(masks: torch.Tensor, mode: str, width: float) -> torch.Tensor:
+    """The map CYBORG learns from: the dataset mask (`mask`) or its outline band (`outline`, total
+    thickness `width` × side, at least 1 px each side of the boundary)."""
+    if mode == "mask":
+        return masks
+    if mode == "outline":
+        return outline_band(masks, max(1, round(width * min(masks.shape[-2:]) / 2)))
+    raise ValueError(f"train.salience.human_map must be mask or outline, got {mode!r}")
+
+
+def last_relu_input(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features before the trunk's last ReLU, logits) in one forward pass.
+
+    The reference CYBORG code builds its CAM from pre-activation features (DenseNet-121 `features`
+    = norm5 before the final ReLU; ResNet-50 a hook on layer4[-1].conv3). Here: the input of the
+    last `nn.ReLU` module of `model.trunk`, at its last call (for torchvision residual blocks, whose
+    ReLU module runs twice: the sum of residual and shortcut). Cloned in a pre-hook, so an in-place
+    ReLU does not overwrite it; gradients flow through the clone.
+    """
+    relus = [m for m in model.trunk.modules() if isinstance(m, torch.nn.ReLU)]
+    if not relus:
+        raise ValueError("train.salience.cam_features: pre_relu needs a ReLU in the model's trunk; use post_relu")
+    store = {}
+    handle = relus[-1].register_forward_pre_hook(lambda mod, args: store.__setitem__("f", args[0].clone()))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return store["f"], logits
+
+
+@LOSSES.register("cyborg")
+def cyborg(model, x, y, masks, cfg):
+    """CYBORG (Boyd et al. 2023): α·CE + (1−α)·MSE(minmax CAM, minmax human map at CAM size).
+
+    As the reference code (CVRL/CYBORG training_code/train_cam.py: `loss = alpha*class_loss +
+    (1-alpha)*hmap_loss`); `alpha_weighs: map` gives the reverse orientation. The CAM is Σ_k W[c,k]·F_k
+    without bias or ReLU, for the predicted class (reference) or the label (`cam_class: label`), on
+    features before the trunk's last ReLU (reference, `cam_features: pre_relu`) or after it
+    (`post_relu`, what the classifier reads). The human map (`human_map`: the mask or its outline band)
+    is resized with antialiased bilinear interpolation, as the PIL resize of the reference.
     """
     if masks is None:
         raise ValueError("the salience variant needs human masks, and this dataset has none")
-    alpha, cam_class = cfg["salience"]["alpha"], cfg["salience"]["cam_class"]
-    feats = model.features(x)
-    logits = model.classify(feats)
-    classes = logits.argmax(1) if cam_class == "predicted" else y
+    sc = cfg["salience"]
+    alpha = sc["alpha"]
+    if sc["cam_features"] == "pre_relu":
+        feats, logits = last_relu_input(model, x)
+    else:
+        feats = model.features(x)
+        logits = model.classify(feats)
+    classes = logits.argmax(1) if sc["cam_class"] == "predicted" else y
     cam = minmax(class_activation_map(model, feats, classes))
-    human = F.interpolate(masks[:, None], size=cam.shape[-2:], mode="bilinear", antialias=True, align_corners=False)[:, 0]
-    loss = (1 - alpha) * F.cross_entropy(logits, y) + alpha * F.mse_loss(cam, minmax(human))
-    return loss, logits
+    target = human_map(masks, sc["human_map"], sc["outline_width"])
+    human = F.interpolate(target[:, None], size=cam.shape[-2:], mode="bilinear", antialias=True, align_corners=False)[:, 0]
+    ce, mse = F.cross_entropy(logits, y), F.mse_loss(cam, minmax(human))
+    w_ce = alpha if sc["alpha_weighs"] == "ce" else 1 - alpha
+    return w_ce * ce + (1 - w_ce) * mse, logits
 
 
 def _unit(a: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -76,6 +130,7 @@ def mil_injection(head_scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((bce * pos).sum(1) + neg).mean()
 
 
+@LOSSES.register("lap")
 def lap(model, x, y, masks, cfg):
     """LAP variant: CE + injection_weight · knowledge-injection term on the model's own attention maps.
 
@@ -100,5 +155,3 @@ def lap(model, x, y, masks, cfg):
         extra = mil_injection(head, y)
     return loss + opts["injection_weight"] * extra, logits
 
-
-LOSSES = {"standard": cross_entropy, "salience": cyborg, "lap": lap, "lap_plugin": lap}

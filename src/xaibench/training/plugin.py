@@ -14,16 +14,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import catalog, paths
 from ..data import read_meta, read_split
 from ..models.lap import calibrate_scores, lapify
+from . import VARIANTS, Variant, losses
 from .fit import evaluate, fit_epoch, load_model, predict, resolve_device, save_model
-from .losses import LOSSES
+from .variants import lap_classifier
 
 VARIANT = "lap_plugin"
 
 
-def plugin(cfg: dict, data_root: str | Path, seed: int, src: str | Path, out: str | Path, device="auto") -> dict:
+def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto",
+           src: str | Path | None = None) -> dict:
+    """The `lap_plugin` trainer: fine-tune LAP put into a trained `standard` model (default: same seed's)."""
     data_root, out = Path(data_root), Path(out)
+    if src is None:
+        src = paths.model_dir(read_meta(data_root)["dataset"], catalog.VARIANTS[variant]["source"], seed) / "model.pt"
     tcfg, lcfg = cfg["train"], cfg["train"]["lap"]
     pcfg = lcfg["plugin"]
     device = resolve_device(device)
@@ -39,7 +45,7 @@ def plugin(cfg: dict, data_root: str | Path, seed: int, src: str | Path, out: st
 
     torch.manual_seed(seed)
     model = lapify(model, mode=lcfg["mode"], beta_init=lcfg["beta_init"], init=pcfg["init"],
-                   match_beta=pcfg["match_beta"], combine=lcfg["combine"]).to(device)
+                   match_beta=pcfg["match_beta"]).to(device)
     n, bs = len(train_split), tcfg["batch_size"]
     calib = np.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()[:bs])
     calibrate_scores(model, train_split.tensors(calib).to(device))
@@ -49,7 +55,7 @@ def plugin(cfg: dict, data_root: str | Path, seed: int, src: str | Path, out: st
 
     mcfg = {**base_cfg, "variant": VARIANT, "seed": seed, "source": {"path": str(src), "seed": base_cfg["seed"]},
             "train": {**base_cfg["train"], "lap": lcfg}}
-    loss_fn = LOSSES["lap"]
+    loss_fn = losses.lap
     opt = torch.optim.AdamW(model.parameters(), lr=pcfg["lr"], weight_decay=tcfg["weight_decay"])
     val_split = read_split(data_root, "val")
     history = [fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg, pcfg["lr"], epoch, pcfg["epochs"], seed,
@@ -63,3 +69,6 @@ def plugin(cfg: dict, data_root: str | Path, seed: int, src: str | Path, out: st
                           "test_max_logit_change_at_init": float((init_logits - original_logits).abs().max())}}
     save_model(out, mcfg, model, history, summary)
     return summary
+
+
+VARIANTS.register(VARIANT, Variant(lap_classifier, losses.lap, trainer=plugin))

@@ -1,0 +1,93 @@
+"""Positive and negative perturbation test of paper D (AGF, Gur et al. 2021; the reference is
+`pertubation_eval_from_hdf5.py` of shirgur/AGFVisualization, research/agf.md §3.2).
+
+For each fraction p (reference: 0.1, 0.2, …, 0.9), independently from the clean image, the
+floor(p·H·W) pixels ranked first are set to a baseline value in all channels and the model is
+asked again; the record is whether its top-1 class still equals the label. `positive` removes the
+most relevant pixels first (a faithful map makes accuracy fall fast: lower AUC is better),
+`negative` the least relevant first (accuracy should hold: higher AUC is better).
+
+Choices vs the reference (docs/agf_protocol.md):
+- baseline `black` (0 in [0,1] space, the reference) or `mean` (the dataset's per-channel mean).
+- ties in a map are broken by a seeded random order (`seed`); the reference's `torch.topk` leaves
+  tie order unspecified, and ReLU'd maps are flat over large areas, where raster order would bias
+  the test. Negative order ranks `-maps` with the same tie-break.
+- the per-class part (maps of the predicted class, maps of the true class) is the caller's: pass
+  the maps of the class to be tested; correctness is always against `labels`, as the reference.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+ORDERS = ("positive", "negative")
+
+
+def removal_counts(fractions: Sequence[float], n_pixels: int) -> torch.Tensor:
+    """floor(p · n) pixels per fraction, as the reference's int(224·224·p) (1e-9 guards float error)."""
+    return torch.tensor([int(float(p) * n_pixels + 1e-9) for p in fractions])
+
+
+def removal_rank(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """[B,H,W] -> [B,H,W] removal rank (0 = highest value), ties in one seeded random pixel order.
+
+    The tie order is one permutation shared by all images (unlike `deletion.removal_rank`, which
+    draws one per row), so an image's curve does not depend on the batch it is scored in.
+    """
+    flat = maps.flatten(1)
+    perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(int(seed))).to(flat.device)
+    order = perm[flat[:, perm].argsort(dim=1, descending=True, stable=True)]
+    return torch.empty_like(order).scatter_(1, order, torch.arange(flat.shape[1], device=flat.device)
+                                            .expand_as(order).contiguous()).view_as(maps)
+
+
+@torch.no_grad()
+def perturbation_curves(model, images: torch.Tensor, labels: torch.Tensor, maps: torch.Tensor,
+                        fractions: Sequence[float] = FRACTIONS, order: str = "positive", baseline: str = "black",
+                        dataset_mean: Sequence[float] | None = None, seed: int = 0) -> torch.Tensor:
+    """[B, len(fractions)] bool: top-1 prediction == label after removing each fraction of pixels.
+
+    images [B,C,H,W] in [0,1]; maps [B,H,W] (any sign; only the ranking matters). One batched
+    forward pass per fraction.
+    """
+    b, c, h, w = images.shape
+    if maps.shape != (b, h, w) or labels.shape != (b,):
+        raise ValueError(f"perturbation: maps must be [B,H,W]={b, h, w} and labels [B]; got "
+                         f"{tuple(maps.shape)} and {tuple(labels.shape)}")
+    if order not in ORDERS:
+        raise ValueError(f"perturbation order must be positive or negative, got {order!r}")
+    if not fractions or any(not 0 < float(p) <= 1 for p in fractions):
+        raise ValueError(f"perturbation fractions must lie in (0, 1], got {list(fractions)}")
+    if baseline == "black":
+        value = torch.zeros(1, c, 1, 1, dtype=images.dtype, device=images.device)
+    elif baseline == "mean":
+        if dataset_mean is None or len(dataset_mean) != c:
+            raise ValueError(f"perturbation baseline 'mean' needs dataset_mean with {c} values, got {dataset_mean}")
+        value = torch.as_tensor(dataset_mean, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
+    else:
+        raise ValueError(f"perturbation baseline must be black or mean, got {baseline!r}")
+    ranked = maps if order == "positive" else -maps
+    rank = removal_rank(ranked, seed)[:, None]  # [B,1,H,W], 0 = removed first
+    out = []
+    for k in removal_counts(fractions, h * w).tolist():
+        x = torch.where(rank < k, value, images)
+        out.append(model(x).argmax(1) == labels)
+    return torch.stack(out, 1)
+
+
+def auc(fractions: Sequence[float], accuracy: torch.Tensor, normalise: bool = False) -> torch.Tensor:
+    """Trapezoid area under accuracy [..., F] over the removed fraction (x in [0,1], y in [0,1]).
+
+    Over the reference's 10–90% the area lies in [0, 0.8]; `normalise=True` divides by the
+    fraction range (the mean height, in [0,1], as `deletion.curve_auc`). The paper's integration
+    rule is not in its code (research/agf.md §3.2); the lab's wording is "area under the curve
+    over 10% to 90%". Linear in the curve, so the mean of per-image AUCs = the AUC of the mean curve.
+    """
+    x = torch.as_tensor([float(p) for p in fractions], dtype=torch.float64)
+    if len(x) < 2 or not bool((x[1:] > x[:-1]).all()) or accuracy.shape[-1] != len(x):
+        raise ValueError(f"auc needs >= 2 increasing fractions matching the curve's last axis; got "
+                         f"{x.tolist()} for a curve of shape {tuple(accuracy.shape)}")
+    area = torch.trapezoid(accuracy.double(), x.to(accuracy.device), dim=-1)
+    return area / (x[-1] - x[0]) if normalise else area

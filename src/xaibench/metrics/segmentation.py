@@ -1,0 +1,90 @@
+"""Segmentation test of paper D (AGF, Gur et al. 2021), the ImageNet-segmentation protocol on any
+dataset with masks (research/agf.md §3.3; reference `imagenet_seg_eval.py` + `utils/metrices.py`
+of shirgur/AGFVisualization, mIoU and the continuous AP from hila-chefer/Transformer-Explainability's
+derived script, which the lab's later papers use).
+
+The map is binarised into foreground (map > threshold) and background, and compared with the
+mask as a two-class segmentation:
+- pixel accuracy: share of pixels whose class is right;
+- mIoU: mean over {background, foreground} of intersection / union;
+- mAP: average precision (scikit-learn's) of the two-channel scores against the two-channel
+  one-hot mask, flattened together. `ap="binary"` scores the binarised map, as the AGF script
+  does; then mAP = a² + (1 − a)/2 with a the pixel accuracy (tested), so it adds no information.
+  `ap="continuous"` scores (1 − r, r) with r the min-max normalised map, as Chefer's script.
+Thresholds: `"mean"` (each map's own mean; the reference for Grad-CAM, IG, SmoothGrad, LRP:
+`Res - Res.mean()` then `> 0`), `"zero"` (the reference for AGF, RAP, LRP-αβ, CLRP, SGLRP: signed
+maps at 0), or a number. A constant map has no foreground (Chefer's script gets NaN and the same).
+
+All functions take maps [B,H,W] and boolean masks [B,H,W] and return per-image [B] values. The
+reference pools pixel counts over the dataset for pixel accuracy and mIoU; with equal-size images
+pooled pixel accuracy = the mean of per-image ones, but pooled mIoU is not the mean of per-image
+mIoU: `pooled_scores` gives the reference's pooled numbers from `segmentation_counts`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .localization import pixel_average_precision
+
+
+def binarise(maps: torch.Tensor, threshold: str | float = "mean") -> torch.Tensor:
+    """[B,H,W] -> bool foreground: map > its mean ("mean"), > 0 ("zero") or > a number."""
+    flat = maps.flatten(1).double()
+    if threshold == "mean":
+        thr = flat.mean(1, keepdim=True)
+    elif threshold == "zero":
+        thr = torch.zeros_like(flat[:, :1])
+    elif isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        thr = torch.full_like(flat[:, :1], float(threshold))
+    else:
+        raise ValueError(f"segmentation threshold must be mean, zero or a number, got {threshold!r}")
+    flat_map = flat.amax(1, keepdim=True) == flat.amin(1, keepdim=True)
+    return ((flat > thr) & ~flat_map).view_as(maps)
+
+
+def _check(maps, masks):
+    if maps.shape != masks.shape or maps.dim() != 3 or masks.dtype != torch.bool:
+        raise ValueError(f"segmentation: maps [B,H,W] and bool masks of the same shape expected; got "
+                         f"{tuple(maps.shape)} {maps.dtype} and {tuple(masks.shape)} {masks.dtype}")
+
+
+def segmentation_counts(maps: torch.Tensor, masks: torch.Tensor, threshold: str | float = "mean") -> dict:
+    """Per-image pixel counts [B]: correct, labelled, and intersection/union of background and foreground."""
+    _check(maps, masks)
+    pred, gt = binarise(maps, threshold).flatten(1), masks.flatten(1)
+    count = lambda t: t.sum(1).double()  # noqa: E731
+    return {"correct": count(pred == gt), "labelled": torch.full_like(count(gt), gt.shape[1]),
+            "inter_bg": count(~pred & ~gt), "union_bg": count(~pred | ~gt),
+            "inter_fg": count(pred & gt), "union_fg": count(pred | gt)}
+
+
+def _iou(inter, union):
+    """Intersection / union with the reference's guard: 0 when both are empty."""
+    return inter / (union + torch.finfo(torch.float64).eps)
+
+
+def segmentation_scores(maps: torch.Tensor, masks: torch.Tensor, threshold: str | float = "mean",
+                        ap: str = "binary") -> dict[str, torch.Tensor]:
+    """Per-image pixel_accuracy, miou and map (mAP), each [B] float."""
+    c = segmentation_counts(maps, masks, threshold)
+    if ap == "binary":
+        fg = binarise(maps, threshold).double()
+    elif ap == "continuous":
+        flat = maps.flatten(1).double()
+        lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+        fg = torch.where(hi > lo, (flat - lo) / (hi - lo).clamp_min(1e-300), 0.0).view_as(maps)
+    else:
+        raise ValueError(f"segmentation ap must be binary or continuous, got {ap!r}")
+    scores = torch.stack([1 - fg, fg], 1)
+    onehot = torch.stack([~masks, masks], 1)
+    return {"pixel_accuracy": (c["correct"] / c["labelled"]).float(),
+            "miou": ((_iou(c["inter_bg"], c["union_bg"]) + _iou(c["inter_fg"], c["union_fg"])) / 2).float(),
+            "map": pixel_average_precision(scores, onehot)}
+
+
+def pooled_scores(counts: dict) -> dict[str, float]:
+    """The reference's dataset-level pixel accuracy and mIoU: counts summed over all images first."""
+    s = {k: float(v.sum()) for k, v in counts.items()}
+    eps = float(torch.finfo(torch.float64).eps)
+    return {"pixel_accuracy": s["correct"] / (s["labelled"] + eps),
+            "miou": (s["inter_bg"] / (s["union_bg"] + eps) + s["inter_fg"] / (s["union_fg"] + eps)) / 2}
