@@ -23,7 +23,7 @@ measure describes rather than ranks (figures and tables take arrows and sort ord
 from __future__ import annotations
 
 DATASETS = {
-    "shapes": {"module": "xaibench.data.shapes"},
+    "shapes": {"module": "xaibench.data.shapes", "derived_splits": {"nocue": "test"}},  # split: the split it copies
     "digits": {"module": "xaibench.data.digits"},
     "folder": {"module": "xaibench.data.folder"},
 }
@@ -87,11 +87,13 @@ def arrow(family: str, metric: str) -> str:
 
 FAMILIES = {
     "accuracy": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.accuracy",
-                 "metrics": {"accuracy": "higher", "cue_conflicting_accuracy": "higher",
-                             "cue_agreeing_accuracy": "higher", "follows_cue": "lower", "max_softmax": "none"}},
+                 "metrics": {"accuracy": "higher", "follows_cue": "lower", "cue_changes_prediction": "lower",
+                             "max_softmax": "none"}},
     "localization": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.localization",
                      "metrics": {"pointing_game": "higher", "relevance_mass": "higher", "pixel_ap": "higher",
-                                 "mass_on_target_object": "higher", "mass_on_other_object": "lower"}},
+                                 "mass_on_target_object": "higher", "mass_on_other_object": "lower",
+                                 # relevance on the cue patch: high is faithful for a cue-following model
+                                 "cue_mass": "none"}},
     "entropy": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.salience",
                 "metrics": {"spatial_entropy": "lower", "histogram_entropy": "lower"}},
     "noise": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
@@ -150,6 +152,7 @@ FIGURES = {
     "localization": {
         "module": "xaibench.figures",
         "needs": ["localization"],
+        "table": True,
     },
     "gallery": {
         "module": "xaibench.figures",
