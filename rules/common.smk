@@ -63,13 +63,27 @@ def models():
     return [(v, s) for v in VARIANTS for s in seeds_of(v)]
 
 
+def variant_seeds():
+    """train.{key path}: seeds for every variant that restricts its seeds (what figures and summary read)."""
+    out = {}
+    for variant, entry in catalog.VARIANTS.items():
+        if entry.get("seeds"):
+            *parents, last = entry["seeds"].split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = seeds_of(variant)
+    return out
+
+
 def train_settings(wildcards):
-    """Shared training settings plus the variant's own block only (so LAP settings never retrain `standard`)."""
+    """Shared training settings plus the variant's own block only (so LAP settings never retrain `standard`),
+    without seed lists (adding a seed never retrains the others)."""
     own = catalog.VARIANTS[wildcards.variant].get("settings")
     blocks = {e.get("settings") for e in catalog.VARIANTS.values()}
     train = {k: v for k, v in config["train"].items() if k not in ("variants", "seeds") and k not in blocks}
     if own:
-        train[own] = config["train"][own]
+        train[own] = {k: v for k, v in config["train"][own].items() if k != "seeds"}
     return as_json(device=config["device"], train=train)
 
 
@@ -146,7 +160,7 @@ def figure_inputs(names):
 def figure_settings(wildcards):
     """Every setting a figure may print or filter by (metrics in full: e.g. the deletion baseline)."""
     return as_json(figures=config["figures"], datasets=DATASETS,
-                   train={"variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}},
+                   train={"variants": VARIANTS, "seeds": SEEDS, **variant_seeds()},
                    explain={"methods": METHODS, "splits": SPLITS, "options": config["explain"]["options"]}, metrics=config["metrics"],
                    data={"shapes": {"classes": config["data"]["shapes"]["classes"]}})
 

@@ -72,18 +72,36 @@ def validate(cfg: dict) -> dict:
     """Validate `cfg` in place, filling defaults; raise ConfigError naming the first bad key."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"settings must be a mapping of sections, got {type(cfg).__name__}")
+    from . import catalog
+    # seeds restrictions the settings name explicitly (defaults are filled below): each must be a
+    # subset of train.seeds. Checked only when given, so the partial settings a rule passes (which
+    # leave train.seeds at its default) stay valid.
+    given = {v: _at(cfg.get("train", {}), e["seeds"]) for v, e in catalog.VARIANTS.items() if e.get("seeds")}
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_describe(errors[0]))
     shapes = cfg["data"]["shapes"]
     if set(shapes["classes"]) & set(shapes["ood_classes"]):
         raise ConfigError("data.shapes.ood_classes: must not overlap data.shapes.classes")
-    from . import catalog
+    for variant, seeds in given.items():
+        extra = sorted(set(seeds or ()) - set(cfg["train"]["seeds"]))
+        if extra:
+            raise ConfigError(f"train.{catalog.VARIANTS[variant]['seeds']}: seeds {extra} are not in train.seeds "
+                              f"{cfg['train']['seeds']}")
     for variant in cfg["train"]["variants"]:
         source = catalog.VARIANTS[variant].get("source")
         if source and source not in cfg["train"]["variants"]:
             raise ConfigError(f"train.variants: {variant} is trained from the {source} model; add {source} too")
     return cfg
+
+
+def _at(node, key_path: str):
+    """The value at a dotted key path of a (raw) settings mapping, or None when absent."""
+    for part in key_path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, list) else None
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
