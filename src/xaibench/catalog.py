@@ -199,4 +199,14 @@ FIGURES = {
         "module": "xaibench.figures.salience",
         "needs": ["explanations"],
     },
+    "misalignment": {
+        "module": "xaibench.figures.protopnet",
+        "needs": ["misalignment"],
+        "table": True,
+    },
+    "prototypes": {
+        "module": "xaibench.figures.protopnet",
+        "needs": [],
+        "variants": ["protopnet", "protopnet_comp"],
+    },
 }
