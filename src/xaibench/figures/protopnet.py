@@ -9,7 +9,8 @@ from .. import catalog, paths
 from ..io import atomic_path, save_csv
 
 PROTO_VARIANTS = ("protopnet", "protopnet_comp")
-METRICS = [("PLC", "PLC, %\nlocation change of the top-10% map"), ("PRC", "PRC, prototypes\nrank change among other classes'"),
+METRICS = [("PLC", "PLC, %\nlocation change of the top-10% map"),
+           ("PRC", "PRC, prototypes\nrank change among other classes'"),
            ("PAC", "PAC, %\nactivation drop of the attacked prototype"), ("AC", "AC, points\naccuracy drop")]
 
 
@@ -149,7 +150,8 @@ def prototypes(cfg, dataset):
             g_rows.append(f"{v} s{seed}\n{classes[c]}")
         x, y = test.tensors(idx), torch.from_numpy(test.labels[idx])
         res = {k: benchmark(model, x, y, kind=k, attack=s["attack"], eps=s["eps"], step=s["step"], iters=s["iters"],
-                            percentile=s["percentile"], clip=s["clip"], seed=s["seed"]) for k in ("noise", "pgd")}
+                            percentile=s["percentile"], margin=s["margin"], clip=s["clip"], seed=s["seed"])
+               for k in ("noise", "pgd")}
         j = res["noise"]["prototype"]
         with torch.no_grad():
             def region(images):
@@ -171,15 +173,18 @@ def prototypes(cfg, dataset):
                 row += [tile(pert), _frame(_frame(tile(img, up[r].numpy()), box0[r].tolist(), "white"),
                                            box[r].tolist(), "red")]
             examples.append(row)
-            e_rows.append(f"{v} s{seed}: {classes[y[r]]}\nproto {int(j[r])} ({classes[int(model.prototype_class[j[r]])]})\n"
+            owner = classes[int(model.prototype_class[j[r]])]
+            e_rows.append(f"{v} s{seed}: {classes[y[r]]}\nproto {int(j[r])} ({owner})\n"
                           f"PAC noise {res['noise']['PAC'][r]:.0f}%, pgd {res['pgd']['PAC'][r]:.0f}%")
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(1.4 * n_cols + 2.2, 1.25 * (len(gallery) + len(examples)) + 1.6),
                                  gridspec_kw={"height_ratios": [len(gallery), len(examples)]})
     _panel(a1, gallery, [f"prototype {k + 1}" for k in range(n_cols)], g_rows,
            "prototypes after push: source training image, yellow = its activation region (95th percentile box)")
     _panel(a2, examples, ["image\ngreen = protected", "map before\nwhite = region", "noise outside",
-                          "map after noise\nred = region after", f"PGD outside\n({s['iters']} steps)", "map after PGD\nred = region after"],
-           e_rows, "test images: the top prototype's map and region before and after perturbing only outside the protected box")
+                          "map after noise\nred = region after", f"PGD outside\n({s['iters']} steps)",
+                          "map after PGD\nred = region after"],
+           e_rows, "test images: the top prototype's map and region before and after perturbing only outside "
+                   "the protected box")
     fig.suptitle(f"{dataset}: ProtoPNet prototypes and spatial misalignment (eps {s['eps']} normalised units)", y=1.0)
     fig.tight_layout()
     return save(fig, cfg, dataset, "prototypes")

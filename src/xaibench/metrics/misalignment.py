@@ -218,8 +218,8 @@ def family(ctx):
             x = split.tensors(idx).to(ctx.device)
             y = torch.from_numpy(split.labels[idx]).to(ctx.device)
             res = benchmark(model, x, y, kind=kind, attack=s["attack"], eps=s["eps"], step=s["step"],
-                            iters=s["iters"], percentile=s["percentile"], plc_quantile=s["plc_quantile"],
-                            clip=s["clip"], seed=s["seed"] * 1_000_003 + i)
+                            iters=s["iters"], percentile=s["percentile"], margin=s["margin"],
+                            plc_quantile=s["plc_quantile"], clip=s["clip"], seed=s["seed"] * 1_000_003 + i)
             for key, metric in FAMILY_METRICS.items():
                 parts.setdefault((kind, metric), []).append(res[key].float().cpu())
     out = [rows("proto", "test", metric, torch.cat(v).numpy(), kind) for (kind, metric), v in parts.items()]
