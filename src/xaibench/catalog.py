@@ -40,8 +40,10 @@ VARIANTS = {
     "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap", "linear_head"]},
     "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
                    "source": "standard", "seeds": "lap.plugin.seeds"},
-    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
-    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
+    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+                  "seeds": "protopnet.seeds"},
+    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+                       "seeds": "protopnet.seeds"},
 }
 
 EXPLAINERS = {
@@ -108,6 +110,10 @@ FAMILIES = {
     "deletion": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
+    "misalignment": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.misalignment",
+                     "applies_to": "prototypes",
+                     "metrics": {"PAC": "lower", "PRC": "lower", "PLC": "lower", "AC": "lower",
+                                 "accuracy_before": "higher", "accuracy_after": "higher"}},
 }
 
 
@@ -195,5 +201,15 @@ FIGURES = {
     "salience_gallery": {
         "module": "xaibench.figures.salience",
         "needs": ["explanations"],
+    },
+    "misalignment": {
+        "module": "xaibench.figures.protopnet",
+        "needs": ["misalignment"],
+        "table": True,
+    },
+    "prototypes": {
+        "module": "xaibench.figures.protopnet",
+        "needs": [],
+        "variants": ["protopnet", "protopnet_comp"],
     },
 }
