@@ -105,6 +105,20 @@ def models():
     return [(v, s) for v in VARIANTS for s in seeds_of(v)]
 
 
+def variant_seeds():
+    """train.{key path}: seeds for every variant that restricts its seeds (what figures and summary read)."""
+    out = {}
+    for variant, entry in catalog.VARIANTS.items():
+        if entry.get("seeds"):
+            *parents, last = entry["seeds"].split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = seeds_of(variant)
+    return out
+
+
+
 def model_settings(variant):
     """The training settings that define `variant`'s models: the shared ones plus the variant's own
     block only (so LAP settings never retrain or re-explain `standard`)."""
@@ -113,6 +127,20 @@ def model_settings(variant):
     train = {k: v for k, v in MODEL_SETTINGS.items() if k not in blocks}
     if own:
         train[own] = config["train"][own]
+    return without_seed_lists(variant, train)
+
+
+def without_seed_lists(variant, train):
+    """`train` without the variant's own seed list (adding a seed must not rerun the other seeds' jobs)."""
+    key = catalog.VARIANTS[variant].get("seeds")
+    if not key:
+        return train
+    *parents, last = key.split(".")
+    train = json.loads(json.dumps(train))
+    node = train
+    for part in parents:
+        node = node.get(part, {})
+    node.pop(last, None)
     return train
 
 
@@ -188,7 +216,11 @@ def prototype_files():
 def dataset_units(dataset):
     """Every per-model (or per-variant) rows file of every configured family of a dataset."""
     def units(family, variant):
-        return [f"seed{s}" for s in seeds_of(variant)] if catalog.FAMILIES[family]["scope"] == "model" else ["seeds"]
+        if catalog.FAMILIES[family]["scope"] == "model":
+            return [f"seed{s}" for s in seeds_of(variant)]
+        # families across seeds (stability) need two seeds; single-seed variants skip them unless none has two
+        several = any(len(seeds_of(v)) > 1 for v in VARIANTS)
+        return ["seeds"] if len(seeds_of(variant)) > 1 or not several else []
 
     return [str(paths.measure_unit(dataset, f, v, u)) for f in FAMILIES for v in VARIANTS for u in units(f, v)]
 
@@ -220,7 +252,7 @@ def figure_inputs(names):
 def figure_settings(wildcards):
     """Every setting a figure may print or filter by (metrics in full: e.g. the deletion baseline)."""
     return as_json(figures=config["figures"], datasets=DATASETS,
-                   train={**MODEL_SETTINGS, "variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}},
+                   train=settings_schema.deep_merge({**MODEL_SETTINGS, "variants": VARIANTS, "seeds": SEEDS}, variant_seeds()),
                    explain={"methods": METHODS, "splits": SPLITS, "options": config["explain"]["options"]}, metrics=config["metrics"],
                    data={"shapes": {"classes": config["data"]["shapes"]["classes"]}},
                    featviz={"variants": config["featviz"]["variants"], "seeds": config["featviz"]["seeds"]})

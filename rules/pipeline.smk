@@ -150,7 +150,7 @@ rule summary:
         "results/summary.json",
     params:
         settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES},
-                         train={"variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}}),
+                         train={"variants": VARIANTS, "seeds": SEEDS, **variant_seeds()}),
     log:
         "results/logs/summary.log",
     benchmark:

@@ -24,7 +24,7 @@ measure describes rather than ranks (figures and tables take arrows and sort ord
 from __future__ import annotations
 
 DATASETS = {
-    "shapes": {"module": "xaibench.data.shapes"},
+    "shapes": {"module": "xaibench.data.shapes", "derived_splits": {"nocue": "test"}},  # split: the split it copies
     "digits": {"module": "xaibench.data.digits"},
     "folder": {"module": "xaibench.data.folder"},
 }
@@ -41,8 +41,10 @@ VARIANTS = {
     "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap", "linear_head"]},
     "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
                    "source": "standard", "seeds": "lap.plugin.seeds"},
-    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
-    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
+    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+                  "seeds": "protopnet.seeds"},
+    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+                       "seeds": "protopnet.seeds"},
 }
 
 EXPLAINERS = {
@@ -96,11 +98,13 @@ def arrow(family: str, metric: str) -> str:
 
 FAMILIES = {
     "accuracy": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.accuracy",
-                 "metrics": {"accuracy": "higher", "cue_conflicting_accuracy": "higher",
-                             "cue_agreeing_accuracy": "higher", "follows_cue": "lower", "max_softmax": "none"}},
+                 "metrics": {"accuracy": "higher", "follows_cue": "lower", "cue_changes_prediction": "lower",
+                             "max_softmax": "none"}},
     "localization": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.localization",
                      "metrics": {"pointing_game": "higher", "relevance_mass": "higher", "pixel_ap": "higher",
-                                 "mass_on_target_object": "higher", "mass_on_other_object": "lower"}},
+                                 "mass_on_target_object": "higher", "mass_on_other_object": "lower",
+                                 # relevance on the cue patch: high is faithful for a cue-following model
+                                 "cue_mass": "none"}},
     "entropy": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.salience",
                 "metrics": {"spatial_entropy": "lower", "histogram_entropy": "lower"}},
     "noise": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
@@ -115,6 +119,10 @@ FAMILIES = {
     "deletion": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
+    "misalignment": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.misalignment",
+                     "applies_to": "prototypes",
+                     "metrics": {"PAC": "lower", "PRC": "lower", "PLC": "lower", "AC": "lower",
+                                 "accuracy_before": "higher", "accuracy_after": "higher"}},
     # Paper B: activation paths of generated images (featviz methods) and of natural images
     # (method "natural", leave-one-out) against their class mean; cue strength of generated images.
     # Rows only for the models selected in `featviz` (variants × seeds); others write none.
@@ -166,6 +174,7 @@ FIGURES = {
     "localization": {
         "module": "xaibench.figures",
         "needs": ["localization"],
+        "table": True,
     },
     "gallery": {
         "module": "xaibench.figures",
@@ -208,6 +217,16 @@ FIGURES = {
     "salience_gallery": {
         "module": "xaibench.figures.salience",
         "needs": ["explanations"],
+    },
+    "misalignment": {
+        "module": "xaibench.figures.protopnet",
+        "needs": ["misalignment"],
+        "table": True,
+    },
+    "prototypes": {
+        "module": "xaibench.figures.protopnet",
+        "needs": [],
+        "variants": ["protopnet", "protopnet_comp"],
     },
     # Paper B. "prototypes": the generated images of the models selected in `featviz`.
     "prototypes_grid": {

@@ -117,10 +117,6 @@ def _check_relations(cfg: dict) -> None:
         part = cfg["data"][name]
         if part["val_fraction"] + part["test_fraction"] >= 1:
             raise ConfigError(f"data.{name}: val_fraction + test_fraction must leave images for training (sum < 1)")
-    outside = sorted(set(train["lap"]["plugin"]["seeds"]) - set(train["seeds"]))
-    if outside:
-        raise ConfigError(f"train.lap.plugin.seeds: {outside} not in train.seeds {train['seeds']}; "
-                          "plug-in models start from those seeds' standard models")
     fractions = cfg["metrics"]["deletion"]["fractions"]
     if fractions != sorted(set(fractions)):
         raise ConfigError(f"metrics.deletion.fractions: {fractions} must be strictly ascending")
@@ -137,6 +133,10 @@ def _check_relations(cfg: dict) -> None:
         if "lap" in train["variants"] and train["lap"]["injection"] == "mask":
             raise ConfigError("train.lap.injection: mask needs masks but data.folder.masks is null (use mil or none)")
     from . import catalog
+    for variant, entry in catalog.VARIANTS.items():  # per-variant seed lists (lap_plugin, protopnet)
+        extra = sorted(set(_at(train, entry["seeds"]) or ()) - set(train["seeds"])) if entry.get("seeds") else []
+        if extra:
+            raise ConfigError(f"train.{entry['seeds']}: seeds {extra} are not in train.seeds {train['seeds']}")
     for variant in cfg["train"]["variants"]:
         source = catalog.VARIANTS[variant].get("source")
         if source and source not in cfg["train"]["variants"]:
@@ -146,6 +146,15 @@ def _check_relations(cfg: dict) -> None:
         raise ConfigError(f"featviz.seeds: {missing} not in train.seeds {cfg['train']['seeds']}; "
                           "prototypes are generated only for trained models")
     return cfg
+
+
+def _at(node, key_path: str):
+    """The value at a dotted key path of a (raw) settings mapping, or None when absent."""
+    for part in key_path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, list) else None
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:

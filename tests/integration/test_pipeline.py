@@ -49,6 +49,21 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
     assert list((root / "results/benchmarks/train").rglob("*.tsv"))  # Snakemake's per-job time and memory
 
 
+def test_smoke_run_has_paper_a(smoke_run):
+    """ProtoPNet variants go through every step: misalignment rows for both perturbations, the table and
+    both figures, and the other families scored on their gradcam and proto maps."""
+    root, _ = smoke_run
+    mis = pd.read_csv(root / "results/metrics/shapes/misalignment.csv")
+    assert set(mis.variant) == {"protopnet", "protopnet_comp"} and set(mis.setting) == {"noise", "pgd"}
+    assert set(mis.metric) >= {"PAC", "PRC", "PLC", "AC"}
+    assert "| protopnet_comp | pgd |" in (root / "results/tables/shapes/misalignment.md").read_text()
+    assert (root / "results/figures/shapes/prototypes.png").is_file()
+    deletion = pd.read_csv(root / "results/metrics/shapes/deletion.csv")
+    assert {("protopnet", "gradcam"), ("protopnet", "proto")} <= set(zip(deletion.variant, deletion.method))
+    acc = pd.read_csv(root / "results/metrics/shapes/accuracy.csv")
+    assert {"protopnet", "protopnet_comp"} <= set(acc[acc.metric == "accuracy"].variant)
+
+
 def test_noop_rerun_has_nothing_to_do(smoke_run):
     root, _ = smoke_run
     out = run(["snakemake", "-n"], root)

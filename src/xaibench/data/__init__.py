@@ -26,7 +26,9 @@ def split_names(name: str, data_cfg: dict) -> list[str]:
     tests/unit/test_faults.py checks this against what `prepare` really writes.
     """
     counts = {k[2:]: v for k, v in data_cfg[name].items() if k.startswith("n_")}
-    return [s for s, n in counts.items() if n > 0] if counts else list(BASE_SPLITS)
+    names = [s for s, n in counts.items() if n > 0] if counts else list(BASE_SPLITS)
+    derived = catalog.DATASETS[name].get("derived_splits", {})  # e.g. shapes' nocue: test without the cue
+    return names + [split for split, source in derived.items() if source in names]
 
 
 def prepare(name: str, data_cfg: dict, out: str | Path) -> dict:

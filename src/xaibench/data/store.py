@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     import torch
 
 REQUIRED = {"images": (np.uint8, 4), "labels": (np.int64, 1)}
-OPTIONAL = {"masks": (np.uint8, 3), "masks2": (np.uint8, 3), "labels2": (np.int64, 1), "cue": (np.int64, 1)}
+OPTIONAL = {"masks": (np.uint8, 3), "masks2": (np.uint8, 3), "labels2": (np.int64, 1), "cue": (np.int64, 1),
+            "cue_box": (np.int64, 2)}
 
 
 @dataclass

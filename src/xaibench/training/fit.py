@@ -117,21 +117,48 @@ def predict(model, split, batch_size: int, device) -> torch.Tensor:
     return torch.cat(out)
 
 
+# Subsets of the test split by the planted cue (`metrics.accuracy` and `metrics.localization` use
+# the same names as tidy split names): the patch names the label / another class.
+CUE_SUBSETS = ("test_cue_agreeing", "test_cue_conflicting")
+EVAL_SPLITS = ("val", "test", *CUE_SUBSETS, "nocue", "ood")  # prefixes of the summary.json keys
+
+
+def cue_subsets(split) -> dict[str, np.ndarray]:
+    """Boolean masks of a split's cue-agreeing and cue-conflicting images, named `{split}_cue_agreeing`
+    and `{split}_cue_conflicting` (empty without a cue)."""
+    cue = (split.extras or {}).get("cue")
+    if cue is None or (cue < 0).all():
+        return {}
+    has = cue >= 0
+    return {f"{split.name}_cue_agreeing": has & (cue == split.labels),
+            f"{split.name}_cue_conflicting": has & (cue != split.labels)}
+
+
 def evaluate(model, data_root: Path, meta: dict, batch_size: int, device) -> dict:
-    """Accuracy on val/test, on the cue-conflicting part of test, and confidence on ood where defined."""
-    res = {}
-    for name in ("val", "test"):
+    """Accuracy on val, test, the cue-agreeing / cue-conflicting parts of test and the cue-free `nocue`
+    split; how often the prediction names the cue's class when it conflicts (`follows_cue`) and how
+    often removing the patch changes it (`cue_changes_prediction`, nocue holds the same images);
+    confidence on ood.
+    """
+    res, pred, conflict = {}, {}, None
+    for name in ("val", "test", "nocue"):
+        if name not in meta["splits"]:
+            continue
         split = read_split(data_root, name)
         logits = predict(model, split, batch_size, device)
-        pred = logits.argmax(1).numpy()
-        res[f"{name}_accuracy"] = float((pred == split.labels).mean())
+        pred[name] = logits.argmax(1).numpy()
+        res[f"{name}_accuracy"] = float((pred[name] == split.labels).mean())
         if name == "test":
             res["test_max_softmax"] = float(logits.softmax(1).max(1).values.mean())
-            if "cue" in (split.extras or {}):
-                conflict = split.extras["cue"] != split.labels
-                res["test_cue_conflicting_accuracy"] = float((pred[conflict] == split.labels[conflict]).mean())
-                res["test_cue_agreeing_accuracy"] = float((pred[~conflict] == split.labels[~conflict]).mean())
-                res["test_follows_cue"] = float((pred[conflict] == split.extras["cue"][conflict]).mean())
+            subsets = cue_subsets(split)
+            for sub, keep in subsets.items():
+                if keep.any():
+                    res[f"{sub}_accuracy"] = float((pred["test"][keep] == split.labels[keep]).mean())
+            conflict = subsets.get("test_cue_conflicting")
+            if conflict is not None and conflict.any():
+                res["test_cue_conflicting_follows_cue"] = float((pred["test"][conflict] == split.extras["cue"][conflict]).mean())
+    if "nocue" in pred and conflict is not None and conflict.any():
+        res["test_cue_conflicting_cue_changes_prediction"] = float((pred["test"][conflict] != pred["nocue"][conflict]).mean())
     if meta["splits"].get("ood"):
         # ood classes were never trained on, so accuracy is undefined; report how confident the model stays.
         logits = predict(model, read_split(data_root, "ood"), batch_size, device)
