@@ -38,7 +38,7 @@ from ..explain.prototypes import activation_region, upsample_bicubic
 from ..io import atomic_path
 from ..models.protopnet import build
 from . import VARIANTS, Variant
-from .fit import CHANNELS_LAST, evaluate, predict, resolve_device, save_model
+from .fit import CHANNELS_LAST, evaluate, model_config, predict, resolve_device, save_model
 
 PROTOPNET_VARIANTS = ("protopnet", "protopnet_comp")
 CHECKPOINT = "checkpoint.pt"
@@ -283,15 +283,6 @@ def _last_epoch(model, opt, cache, split, val_split, p, seed, step) -> dict:
     n = len(split)
     return {**{k: v / n for k, v in sums.items()}, "compensation": 0.0, "train_accuracy": correct / n,
             "val_accuracy": val_acc}
-
-
-def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
-    """What decides a checkpoint's meaning; read back by models.protopnet.build."""
-    t = cfg["train"]
-    return {"arch": t["arch"], "width": t["width"], "num_classes": len(meta["classes"]),
-            "image_size": meta["image_size"], "dataset": meta["dataset"], "data_sha256": meta["content_sha256"],
-            "variant": variant, "seed": seed, "train": {"pretrained": t["pretrained"],
-                                                        "protopnet": {k: v for k, v in t["protopnet"].items() if k != "seeds"}}}
 
 
 def _write_phases(out: Path, rows: list[dict]) -> None:
