@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from xaibench import config
+from xaibench import catalog, config
 
 from .helpers import copy_workflow, jobs_of, run, venv_make  # noqa: F401
 
@@ -39,16 +39,16 @@ def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
     assert "Nothing to be done" in run(["snakemake", "-n"], clone).stdout
     assert stale_stages(clone) == set()
     cfg = config.load(clone / "params.yaml")
-    n_models = len(cfg["train"]["variants"]) * len(cfg["train"]["seeds"])
+    n_models = sum(len(catalog.seeds_for(cfg, v)) for v in cfg["train"]["variants"])
 
     # a changed setting: every model retrains (the pulled jobs carry their params records) ...
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["train"]["epochs"] += 1
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     jobs = jobs_of(run(["snakemake", "-n"], clone).stdout)
-    assert jobs["train_model"] == n_models and jobs["plugin_model"] == 1 and "prepare_shapes" not in jobs
+    assert jobs["train_model"] == n_models and "prepare_shapes" not in jobs
     # ... and DVC agrees on which phases changed
-    assert stale_stages(clone) == {"train", "explain", "measure", "figures"}  # all that read `train`
+    assert stale_stages(clone) == {"train", "explain", "generate", "measure", "figures"}  # all that read `train`
     run("git checkout -q params.yaml", clone)
 
     # a changed default in the schema: every stage depends on it; Snakemake reruns the jobs using it
@@ -56,15 +56,16 @@ def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
     text = schema.read_text()
     assert "enum: [mean, blur], default: mean" in text
     schema.write_text(text.replace("enum: [mean, blur], default: mean", "enum: [mean, blur], default: blur"))
-    assert stale_stages(clone) == {"prepare", "train", "explain", "measure", "figures"}
+    assert stale_stages(clone) == {"prepare", "train", "explain", "generate", "measure", "figures"}
     jobs = jobs_of(run("PYTHONPATH=src snakemake -n", clone).stdout)  # the clone's own library
-    assert jobs["measure_model"] == n_models and "train_model" not in jobs and "explain_model" not in jobs
+    assert jobs["measure_model"] == n_models and "train_model" not in jobs
+    assert not [job for job in jobs if job.startswith("explain_")]
     run("git checkout -q src/xaibench/params.schema.yaml", clone)
 
     # a changed helper module: only the stages that run it
     tidy = clone / "src/xaibench/tidy.py"
     tidy.write_text(tidy.read_text() + "\n# changed\n")
-    assert stale_stages(clone) == {"measure"}
+    assert stale_stages(clone) == {"measure", "figures"}  # figures read tidy tables with it
     run("git checkout -q src/xaibench/tidy.py", clone)
     assert stale_stages(clone) == set()
 
@@ -72,7 +73,7 @@ def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
     out = run(["dvc", "exp", "run", "-S", "figures.gallery_images=2"], clone, timeout=600)
     text = out.stdout + out.stderr
     assert "Running stage 'figures'" in text
-    for stage in ("prepare", "train", "explain", "measure"):
+    for stage in ("prepare", "train", "explain", "generate", "measure"):
         assert f"Running stage '{stage}'" not in text, stage
     assert set(jobs_of(text)) == {"draw_figures_1", "draw_figures_2", "figures"}
 
