@@ -106,6 +106,17 @@ FAMILIES = {
     "deletion": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
+    # paper D (AGF): on the models AGF applies to (plain layers), beside its baselines
+    "perturbation": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
+                     "applies_to": "plain_layers",
+                     "metrics": {"positive_auc": "lower", "negative_auc": "higher",
+                                 "positive_accuracy": "none", "negative_accuracy": "none"}},
+    "segmentation": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.segmentation",
+                     "applies_to": "plain_layers",
+                     "metrics": {"pixel_accuracy": "higher", "miou": "higher", "map": "higher", "map_continuous": "higher"}},
+    "perclass": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.perclass",
+                 "applies_to": "plain_layers",
+                 "metrics": {"mass_on_explained": "higher", "mass_on_other": "lower", "object_preference": "higher"}},
 }
 
 
@@ -192,5 +203,14 @@ FIGURES = {
     "salience_gallery": {
         "module": "xaibench.figures.salience",
         "needs": ["explanations"],
+    },
+    "agf_perturbation": {
+        "module": "xaibench.figures.agf",
+        "needs": ["perturbation"],
+        "table": True,
+    },
+    "agf_segmentation": {
+        "module": "xaibench.figures.agf",
+        "needs": ["segmentation", "perclass"],
     },
 }
