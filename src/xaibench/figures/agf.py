@@ -9,7 +9,7 @@ from .. import catalog, paths
 from ..io import atomic_path, save_csv
 from . import NotApplicable, _variants, plt, register, save, table
 
-REFERENCES = {"chance": "#7f7f7f", "no_foreground": "#bdbdbd", "oracle": "#000000"}
+REFERENCES = {"chance": "#8c8c8c", "no_foreground": "#cfcfcf", "oracle": "#ffffff"}
 COLOURS = ["#C44E52", "#4C72B0", "#55A868", "#8172B3", "#DD8452", "#937860", "#DA8BC3", "#64B5CD"]
 
 
@@ -72,7 +72,7 @@ def agf_perturbation(cfg, dataset):
                          & (aucs.setting == kind)]["mean"]
                 ref = method in REFERENCES
                 ax.plot(d.level, d["mean"], ls="--" if method == "chance" else ":" if ref else "-", marker=None if ref else "o",
-                        ms=3, lw=1.3 if ref else 1.8, color=_colour(method, methods),
+                        ms=3, lw=1.3 if ref else 1.8, color="black" if method == "oracle" else _colour(method, methods),
                         label=f"{method} ({a.iloc[0]:.3f})" if len(a) else method)
                 if not ref:
                     ax.fill_between(d.level, d["mean"] - d["sd"].fillna(0), d["mean"] + d["sd"].fillna(0),
@@ -82,7 +82,7 @@ def agf_perturbation(cfg, dataset):
                          f" {better} = faithful)", fontsize=9)
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, title="explainer (AUC)", title_fontsize=7, loc="upper right")
+            ax.legend(fontsize=7, title="explainer (AUC)", title_fontsize=7, loc="best", framealpha=0.8)
             if r == len(variants) - 1:
                 ax.set_xlabel("share of pixels removed" + (" (most relevant first)" if order == "positive"
                                                           else " (least relevant first)"), fontsize=8)
@@ -131,7 +131,8 @@ def agf_segmentation(cfg, dataset):
                   zip(seg_metrics, ["pixel accuracy", "mIoU", "mAP (binarised)", "mAP (continuous)"])}
     s = _per_seed(seg, ["variant", "method", "metric"]).rename(columns={"metric": "group"})
     per_groups = [(k, m) for k in ("top", "second") for m in ("mass_on_explained", "mass_on_other", "object_preference")]
-    per_labels = {f"{m} · {k}": f"{k} class:\n{m.replace('_', ' ')}{catalog.arrow('perclass', m)}" for k, m in per_groups}
+    short = {"mass_on_explained": "on explained", "mass_on_other": "on other", "object_preference": "preference"}
+    per_labels = {f"{m} · {k}": f"{k} class\n{short[m]}{catalog.arrow('perclass', m)}" for k, m in per_groups}
     p = _per_seed(per, ["variant", "method", "metric", "setting"])
     p["group"] = p.metric + " · " + p.setting
     for r, variant in enumerate(variants):
@@ -139,7 +140,6 @@ def agf_segmentation(cfg, dataset):
         d = s[s.variant == variant]
         if not d.empty:
             _bars(ax, d, [m for m in seg_metrics if m in set(d.group)], _methods(d), seg_labels)
-            ax.legend(fontsize=7, ncol=2, loc="upper left", title="explainer / reference (hatched)", title_fontsize=7)
         thr = ", ".join(f"{m} at {t}" for m, t in cfg["metrics"]["segmentation"]["thresholds"].items())
         ax.set_title(f"{variant}: segmentation of the object (test; maps > their mean; {thr})", fontsize=9)
         ax = axes[r, 1]
@@ -148,8 +148,11 @@ def agf_segmentation(cfg, dataset):
             _bars(ax, d, [f"{m} · {k}" for k, m in per_groups if f"{m} · {k}" in set(d.group)], _methods(d), per_labels)
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
             ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"{variant}: per-class test on two-object images (pairs)\npositive mass of the map of the top / "
-                     "second of the two present classes; preference 0.5 = no preference", fontsize=9)
+        ax.set_title(f"{variant}: per-class test on two-object images (pairs): share of positive mass\n"
+                     "of the top / second present class's map on its object and on the other (dotted: 0.5)", fontsize=9)
+    handles, labels = next((ax.get_legend_handles_labels() for ax in axes.flat if ax.get_legend_handles_labels()[0]), ([], []))
     fig.suptitle(f"{dataset}: paper D segmentation and saliency-bias tests (mean ± sd over seeds)", y=1.0)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
+               title="explainers; hatched: reference lines", title_fontsize=8)
     return save(fig, cfg, dataset, "agf_segmentation")
