@@ -29,13 +29,13 @@ def _per_seed(data: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return data.groupby(keys)["value"].agg(["mean", "std"]).reset_index().rename(columns={"std": "sd"})
 
 
-def _write_table(dataset: str, name: str, title: str, stats: pd.DataFrame, columns: list[tuple[str, str]]):
+def _write_table(dataset: str, name: str, title: str, stats: pd.DataFrame, columns: list[tuple[str, str]],
+                 variants: list[str]):
     """csv of the statistics and a markdown table: explainer rows × (variant, measure) columns."""
     out = paths.tables(dataset)
     save_csv(out / f"{name}.csv", stats)
     cell = {(r.variant, r.method, r.column): f"{r['mean']:.3f}" + ("" if pd.isna(r["sd"]) else f" ± {r['sd']:.3f}")
             for _, r in stats.iterrows()}
-    variants = [v for v in dict.fromkeys(stats.variant)]
     heads = [f"{v}: {label}" for v in variants for _, label in columns]
     lines = [f"# {dataset}: {title}", "", "| explainer | " + " | ".join(heads) + " |", "|---" * (1 + len(heads)) + "|"]
     for method in _methods(stats):
@@ -96,7 +96,7 @@ def agf_perturbation(cfg, dataset):
     cols = [(f"{o}_auc · {k}", f"{o} AUC{catalog.arrow('perturbation', f'{o}_auc')} ({k})")
             for k in kinds for o in ("positive", "negative")]
     _write_table(dataset, "agf_perturbation", "perturbation AUCs (area over the removed fractions, ≤ 0.8 over 10–90%), "
-                 "mean ± sd over seeds", stats, cols)
+                 "mean ± sd over seeds", stats, cols, variants)
     return save(fig, cfg, dataset, "agf_perturbation")
 
 
