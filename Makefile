@@ -20,8 +20,11 @@ $(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(BIN)/pip install --quiet -c envs/constraints.txt -e ".[test,slurm]"
 	touch $@
 
+# dvc repro runs each phase's Snakemake target, so dvc.lock records exactly the results on disk:
+# commit it afterwards (git add dvc.lock && git commit) and `dvc exp run -S key=value` reruns only
+# the stages the setting touches.
 reproduce: $(VENV)/.installed
-	snakemake --cores $(CORES)
+	dvc repro
 	snakemake --report results/report.html
 
 test: $(VENV)/.installed
@@ -30,9 +33,14 @@ test: $(VENV)/.installed
 figures: $(VENV)/.installed
 	snakemake --cores $(CORES) figures
 
+# Pulled files carry fresh timestamps and no Snakemake provenance. Once `dvc status` confirms they
+# are the results of this checkout's settings and code, every job is re-stamped in DAG order with
+# its params and code records (--touch --forceall), so a later change reruns exactly what it would
+# on the machine that computed them.
 pull: $(VENV)/.installed
 	dvc pull
-	snakemake --cores 1 --touch
+	@dvc status --quiet || { dvc status; echo "make pull: the pulled results were made with other settings or code than this checkout (above); nothing re-stamped: run dvc repro"; exit 1; }
+	snakemake --cores 1 --touch --forceall --quiet
 	snakemake -n
 
 smoke: $(VENV)/.installed

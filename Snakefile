@@ -26,5 +26,8 @@ include: "rules/pipeline.smk"
 rule all:
     default_target: True
     input:
-        figure_files(),
-        "results/summary.json",
+        rules.prepare.input,
+        rules.train.input,
+        rules.explain.input,
+        rules.measure.input,
+        rules.figures.input,

@@ -1,10 +1,40 @@
 # Config validation and the small pure helpers that compute each rule's inputs and settings.
 import json
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from xaibench import catalog, paths
 from xaibench import config as settings_schema
+from xaibench.data import split_names
+
+
+def clear_stale_locks():
+    """Let a plain rerun recover from a killed run: drop Snakemake's directory locks when no other
+    run of this workflow is alive.
+
+    Every main Snakemake process holds an flock on .snakemake/xaibench-run.lock for its lifetime;
+    the OS releases it when the process dies, even on SIGKILL. If we can take it, nobody else runs
+    here and the locks in .snakemake/locks are left over from a crash (what `--unlock` removes).
+    If another run is alive we take nothing and Snakemake's own lock check applies as usual.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: keep Snakemake's behaviour (`snakemake --unlock` after a crash)
+        return None
+    Path(".snakemake").mkdir(exist_ok=True)
+    handle = open(".snakemake/xaibench-run.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    for stale in Path(".snakemake/locks").glob("*.lock"):
+        stale.unlink(missing_ok=True)
+    return handle
+
+
+RUN_LOCK = clear_stale_locks() if workflow.is_main_process else None
 
 try:
     settings_schema.validate(config)
@@ -47,10 +77,21 @@ def without(section, *keys):
     return {k: v for k, v in config[section].items() if k not in keys}
 
 
-def prepare_settings(wildcards):
+# The training settings a model was made with: every step that loads a model passes them, so the
+# model's stored config is checked against them (xaibench.training.fit.load_trained).
+MODEL_SETTINGS = without("train", "variants", "seeds", "threads")
+
+
+def prepare_settings(dataset):
     data = config["data"]
-    return as_json(datasets=[wildcards.dataset],
-                   data={"seed": data["seed"], "image_size": data["image_size"], wildcards.dataset: data[wildcards.dataset]})
+    return as_json(datasets=[dataset],
+                   data={"seed": data["seed"], "image_size": data["image_size"], dataset: data[dataset]})
+
+
+def prepared_files(dataset):
+    """Every file `xaibench prepare` writes for a dataset: one per split, and meta.json."""
+    root = paths.prepared(dataset)
+    return [str(root / f"{split}.npz") for split in split_names(dataset, config["data"])] + [str(root / "meta.json")]
 
 
 def seeds_of(variant):
@@ -63,19 +104,53 @@ def models():
     return [(v, s) for v in VARIANTS for s in seeds_of(v)]
 
 
-def train_settings(wildcards):
-    """Shared training settings plus the variant's own block only (so LAP settings never retrain `standard`)."""
-    own = catalog.VARIANTS[wildcards.variant].get("settings")
+def variant_seeds():
+    """train.{key path}: seeds for every variant that restricts its seeds (what figures and summary read)."""
+    out = {}
+    for variant, entry in catalog.VARIANTS.items():
+        if entry.get("seeds"):
+            *parents, last = entry["seeds"].split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = seeds_of(variant)
+    return out
+
+
+
+def model_settings(variant):
+    """The training settings that define `variant`'s models: the shared ones plus the variant's own
+    block only (so LAP settings never retrain or re-explain `standard`)."""
+    own = catalog.VARIANTS[variant].get("settings")
     blocks = {e.get("settings") for e in catalog.VARIANTS.values()}
-    train = {k: v for k, v in config["train"].items() if k not in ("variants", "seeds") and k not in blocks}
+    train = {k: v for k, v in MODEL_SETTINGS.items() if k not in blocks}
     if own:
         train[own] = config["train"][own]
-    return as_json(device=config["device"], train=train)
+    return without_seed_lists(variant, train)
+
+
+def without_seed_lists(variant, train):
+    """`train` without the variant's own seed list (adding a seed must not rerun the other seeds' jobs)."""
+    key = catalog.VARIANTS[variant].get("seeds")
+    if not key:
+        return train
+    *parents, last = key.split(".")
+    train = json.loads(json.dumps(train))
+    node = train
+    for part in parents:
+        node = node.get(part, {})
+    node.pop(last, None)
+    return train
+
+
+def train_settings(wildcards):
+    return as_json(device=config["device"], train={**model_settings(wildcards.variant),
+                                                   "threads": config["train"]["threads"]})
 
 
 def train_inputs(wildcards):
     """The prepared data, plus the trained model a derived variant starts from (lap_plugin: standard)."""
-    files = {"data": str(paths.prepared(wildcards.dataset))}
+    files = {"data": str(paths.prepared(wildcards.dataset) / "meta.json")}
     source = catalog.VARIANTS[wildcards.variant].get("source")
     if source:
         files["source"] = model_file(wildcards.dataset, source, wildcards.seed)
@@ -86,13 +161,15 @@ def explain_settings(variant):
     """Only the explanation settings and the options of the methods that apply to `variant`."""
     ecfg = config["explain"]
     methods = catalog.methods_for(METHODS, variant)
-    return as_json(device=config["device"], explain={"target": ecfg["target"], "batch_size": ecfg["batch_size"],
-                   "options": {m: ecfg["options"][m] for m in methods if m in ecfg["options"]}})
+    return as_json(device=config["device"], train=model_settings(variant),
+                   explain={"target": ecfg["target"], "batch_size": ecfg["batch_size"],
+                            "options": {m: ecfg["options"][m] for m in methods if m in ecfg["options"]}})
 
 
 def measure_settings(wildcards):
-    extra = {} if "seed" in wildcards.keys() else {"train": {"seeds": seeds_of(wildcards.variant)}}  # families spanning seeds
-    return as_json(device=config["device"], explain=config["explain"], metrics=without("metrics", "families"), **extra)
+    seeds = {} if "seed" in wildcards.keys() else {"seeds": seeds_of(wildcards.variant)}  # families spanning seeds
+    return as_json(device=config["device"], explain=config["explain"], metrics=without("metrics", "families"),
+                   train={**model_settings(wildcards.variant), **seeds})
 
 
 def model_file(dataset, variant, seed):
@@ -117,12 +194,20 @@ def measure_inputs(wildcards):
     return files
 
 
-def family_units(wildcards):
+def dataset_units(dataset):
     """Every per-model (or per-variant) rows file of every configured family of a dataset."""
     def units(family, variant):
-        return [f"seed{s}" for s in seeds_of(variant)] if catalog.FAMILIES[family]["scope"] == "model" else ["seeds"]
+        if catalog.FAMILIES[family]["scope"] == "model":
+            return [f"seed{s}" for s in seeds_of(variant)]
+        # families across seeds (stability) need two seeds; single-seed variants skip them unless none has two
+        several = any(len(seeds_of(v)) > 1 for v in VARIANTS)
+        return ["seeds"] if len(seeds_of(variant)) > 1 or not several else []
 
-    return [str(paths.measure_unit(wildcards.dataset, f, v, u)) for f in FAMILIES for v in VARIANTS for u in units(f, v)]
+    return [str(paths.measure_unit(dataset, f, v, u)) for f in FAMILIES for v in VARIANTS for u in units(f, v)]
+
+
+def family_units(wildcards):
+    return dataset_units(wildcards.dataset)
 
 
 def figure_inputs(names):
@@ -146,13 +231,17 @@ def figure_inputs(names):
 def figure_settings(wildcards):
     """Every setting a figure may print or filter by (metrics in full: e.g. the deletion baseline)."""
     return as_json(figures=config["figures"], datasets=DATASETS,
-                   train={"variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}},
+                   train=settings_schema.deep_merge({**MODEL_SETTINGS, "variants": VARIANTS, "seeds": SEEDS}, variant_seeds()),
                    explain={"methods": METHODS, "splits": SPLITS, "options": config["explain"]["options"]}, metrics=config["metrics"],
                    data={"shapes": {"classes": config["data"]["shapes"]["classes"]}})
 
 
+MODEL_OUTPUTS = ("model.pt", "history.csv", "summary.json")
+
+
 def model_files():
-    return [model_file(d, v, s) for d in DATASETS for v, s in models()]
+    """Every file of every trained model."""
+    return [str(paths.model_dir(d, v, s) / name) for d in DATASETS for v, s in models() for name in MODEL_OUTPUTS]
 
 
 def explanation_files():
@@ -161,7 +250,9 @@ def explanation_files():
 
 
 def metric_tables():
-    return [str(paths.metric_table(d, f)) for d in DATASETS for f in FAMILIES]
+    """Every per-model rows file and every tidy table (csv and parquet) of every dataset."""
+    units = [u for d in DATASETS for u in dataset_units(d)]
+    return units + [str(paths.metric_table(d, f, ext)) for d in DATASETS for f in FAMILIES for ext in ("csv", "parquet")]
 
 
 def figure_files():

@@ -2,17 +2,23 @@
 # with every setting it uses in `params` (so Snakemake reruns it when one changes).
 
 
-rule prepare_dataset:
-    output:
-        directory("data/prepared/{dataset}"),
-    params:
-        settings=prepare_settings,
-    log:
-        "results/logs/prepare/{dataset}.log",
-    benchmark:
-        "results/benchmarks/prepare/{dataset}.tsv"
-    shell:
-        "xaibench prepare --dataset {wildcards.dataset} --config {params.settings:q} > {log} 2>&1"
+# One prepare rule per dataset, because each dataset has its own list of split files; every file is
+# a declared output, so deleting any one of them makes the next run regenerate it.
+for name in DATASETS:
+
+    rule:
+        name:
+            f"prepare_{name}"
+        output:
+            prepared_files(name),
+        params:
+            settings=prepare_settings(name),
+        log:
+            f"results/logs/prepare/{name}.log",
+        benchmark:
+            f"results/benchmarks/prepare/{name}.tsv"
+        shell:
+            f"xaibench prepare --dataset {name} --config {{params.settings:q}} > {{log}} 2>&1"
 
 
 rule train_model:
@@ -44,7 +50,7 @@ for variant in VARIANTS:
         name:
             f"explain_{variant}"
         input:
-            data="data/prepared/{dataset}",
+            data="data/prepared/{dataset}/meta.json",
             model=f"results/models/{{dataset}}/{variant}/seed{{seed}}/model.pt",
         output:
             [f"results/explanations/{{dataset}}/{variant}/seed{{seed}}/{method}/{{split}}.npz"
@@ -124,7 +130,7 @@ rule summary:
         "results/summary.json",
     params:
         settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES},
-                         train={"variants": VARIANTS, "seeds": SEEDS, "lap": {"plugin": {"seeds": seeds_of("lap_plugin")}}}),
+                         train={"variants": VARIANTS, "seeds": SEEDS, **variant_seeds()}),
     log:
         "results/logs/summary.log",
     benchmark:
@@ -165,10 +171,12 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
             "xaibench figures --dataset {wildcards.dataset} {params.only} --config {params.settings:q} > {log} 2>&1"
 
 
-# Phase targets (what dvc.yaml's stages call).
+# Phase targets (what dvc.yaml's stages call). Each names every file of its phase, not only the
+# last ones, so that a deleted intermediate file (a split, a model.pt) is regenerated: Snakemake
+# only rebuilds a missing file that a job it runs asks for.
 rule prepare:
     input:
-        expand("data/prepared/{dataset}", dataset=DATASETS),
+        [f for d in DATASETS for f in prepared_files(d)],
 
 
 rule train:

@@ -23,7 +23,7 @@ measure describes rather than ranks (figures and tables take arrows and sort ord
 from __future__ import annotations
 
 DATASETS = {
-    "shapes": {"module": "xaibench.data.shapes"},
+    "shapes": {"module": "xaibench.data.shapes", "derived_splits": {"nocue": "test"}},  # split: the split it copies
     "digits": {"module": "xaibench.data.digits"},
     "folder": {"module": "xaibench.data.folder"},
 }
@@ -40,8 +40,10 @@ VARIANTS = {
     "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap", "linear_head"]},
     "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
                    "source": "standard", "seeds": "lap.plugin.seeds"},
-    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
-    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"]},
+    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+                  "seeds": "protopnet.seeds"},
+    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+                       "seeds": "protopnet.seeds"},
 }
 
 EXPLAINERS = {
@@ -87,11 +89,13 @@ def arrow(family: str, metric: str) -> str:
 
 FAMILIES = {
     "accuracy": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.accuracy",
-                 "metrics": {"accuracy": "higher", "cue_conflicting_accuracy": "higher",
-                             "cue_agreeing_accuracy": "higher", "follows_cue": "lower", "max_softmax": "none"}},
+                 "metrics": {"accuracy": "higher", "follows_cue": "lower", "cue_changes_prediction": "lower",
+                             "max_softmax": "none"}},
     "localization": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.localization",
                      "metrics": {"pointing_game": "higher", "relevance_mass": "higher", "pixel_ap": "higher",
-                                 "mass_on_target_object": "higher", "mass_on_other_object": "lower"}},
+                                 "mass_on_target_object": "higher", "mass_on_other_object": "lower",
+                                 # relevance on the cue patch: high is faithful for a cue-following model
+                                 "cue_mass": "none"}},
     "entropy": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.salience",
                 "metrics": {"spatial_entropy": "lower", "histogram_entropy": "lower"}},
     "noise": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
@@ -106,6 +110,10 @@ FAMILIES = {
     "deletion": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
+    "misalignment": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.misalignment",
+                     "applies_to": "prototypes",
+                     "metrics": {"PAC": "lower", "PRC": "lower", "PLC": "lower", "AC": "lower",
+                                 "accuracy_before": "higher", "accuracy_after": "higher"}},
     # paper D (AGF): on the models AGF applies to (plain layers), beside its baselines
     "perturbation": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
                      "applies_to": "plain_layers",
@@ -161,6 +169,7 @@ FIGURES = {
     "localization": {
         "module": "xaibench.figures",
         "needs": ["localization"],
+        "table": True,
     },
     "gallery": {
         "module": "xaibench.figures",
@@ -203,6 +212,16 @@ FIGURES = {
     "salience_gallery": {
         "module": "xaibench.figures.salience",
         "needs": ["explanations"],
+    },
+    "misalignment": {
+        "module": "xaibench.figures.protopnet",
+        "needs": ["misalignment"],
+        "table": True,
+    },
+    "prototypes": {
+        "module": "xaibench.figures.protopnet",
+        "needs": [],
+        "variants": ["protopnet", "protopnet_comp"],
     },
     "agf_perturbation": {
         "module": "xaibench.figures.agf",

@@ -54,12 +54,10 @@ def cmd_train(args, cfg):
 
 def cmd_explain(args, cfg):
     from . import explain
-    from .data import read_meta, read_split
-    from .training.fit import load_model, resolve_device
+    from .data import read_split
+    from .training.fit import load_trained, resolve_device
     device = resolve_device(cfg["device"])
-    meta = read_meta(paths.prepared(args.dataset))
-    model, _ = load_model(paths.model_dir(args.dataset, args.variant, args.seed) / "model.pt",
-                          expect={"dataset": args.dataset, "data_sha256": meta["content_sha256"]}, device=device)
+    model, _ = load_trained(cfg, args.dataset, args.variant, args.seed, device)
     split = read_split(paths.prepared(args.dataset), args.split)
     for method in args.method:
         arrays = explain.explain_split(model, split, method, cfg["explain"]["target"], cfg["explain"]["batch_size"],
@@ -92,11 +90,11 @@ def cmd_aggregate(args, cfg):
 
     import pandas as pd
 
-    from .io import atomic_path, save_csv
+    from .io import atomic_path, read_table, save_csv
     from .tidy import aggregate
     by_family = defaultdict(list)
     for path in map(Path, args.inputs):
-        by_family[path.parent.parent.name].append(pd.read_parquet(path))
+        by_family[path.parent.parent.name].append(read_table(path))
     for family, frames in sorted(by_family.items()):
         save_csv(paths.metric_table(args.dataset, family), aggregate(frames))
         with atomic_path(paths.metric_table(args.dataset, family, "parquet")) as tmp:
@@ -115,6 +113,39 @@ def cmd_figures(args, cfg):
     from .figures import draw
     for path in draw(cfg, args.dataset, args.only):
         print(path)
+
+
+# What to do about a file-system error, by errno name.
+OS_ADVICE = {"EACCES": "not permitted; fix the permissions of the file or folder",
+             "EPERM": "not permitted; fix the permissions of the file or folder",
+             "EROFS": "read-only file system; run where you can write",
+             "ENOSPC": "no space left on the device; free some and rerun",
+             "EDQUOT": "disk quota exceeded; free some and rerun",
+             "EISDIR": "is a folder, a file was expected",
+             "ENOTDIR": "a path component is a file, a folder was expected",
+             "EEXIST": "exists and is not a folder; move it away",
+             "ENOENT": "not found"}
+
+
+def one_line(exc: BaseException) -> str:
+    """The message for the user: one line naming the file or key and what to do, never a traceback.
+
+    Our own errors already say that; errors raised by the OS or by libraries get the file name and
+    a fix added here.
+    """
+    import errno
+    if isinstance(exc, ImportError):
+        return (f"Python package '{exc.name or exc}' is missing or broken in this environment; "
+                "install the project (`make test`, or `pip install -e .`)")
+    if isinstance(exc, KeyError):
+        msg = f"missing key {exc.args[0]!r}" if exc.args else "missing key"
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        code = errno.errorcode.get(exc.errno or 0, "")
+        msg = f"{exc.filename}: {OS_ADVICE.get(code, exc.strerror or type(exc).__name__)}"
+    else:
+        msg = str(exc) or type(exc).__name__
+    lines = [line.strip() for line in msg.strip().splitlines() if line.strip()]
+    return lines[0] + (" (...)" if len(lines) > 1 else "") if lines else type(exc).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,9 +204,11 @@ def main(argv=None) -> int:
             import torch
             torch.set_num_threads(args.threads)
         args.fn(args, cfg)
-    except (config.ConfigError, FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"xaibench {args.command}: error: {msg}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"xaibench {args.command}: interrupted; rerun the same command (training resumes)", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, KeyError, OSError, ImportError) as exc:
+        print(f"xaibench {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"xaibench {args.command}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0

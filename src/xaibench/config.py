@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -68,22 +69,87 @@ def _describe(error) -> str:
     return f"{path}: {error.message}"
 
 
-def validate(cfg: dict) -> dict:
-    """Validate `cfg` in place, filling defaults; raise ConfigError naming the first bad key."""
+def validate(cfg: dict, relations: bool = True) -> dict:
+    """Validate `cfg` in place, filling defaults; raise ConfigError naming the first bad key.
+
+    `relations=False` skips the checks across keys (subsets, orders): a rule's `--config` carries only
+    the settings that job uses, the rest filled with defaults, and the workflow already checked the
+    whole configuration at parse time.
+    """
     if not isinstance(cfg, dict):
         raise ConfigError(f"settings must be a mapping of sections, got {type(cfg).__name__}")
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_describe(errors[0]))
-    shapes = cfg["data"]["shapes"]
+    _check_numbers(cfg)
+    if relations:
+        _check_relations(cfg)
+    return cfg
+
+
+def _check_numbers(node, path: str = "") -> None:
+    """NaN and infinity pass the schema's bounds (`.inf > 0`); no setting means them."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_numbers(value, f"{path}{key}.")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_numbers(value, f"{path}{i}.")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{path.rstrip('.')}: {node} is not a finite number")
+
+
+def _check_relations(cfg: dict) -> None:
+    """What the schema cannot express: ordered ranges, included subsets, splits that exist."""
+    from .data import split_names  # light: numpy and PIL only
+
+    shapes, train = cfg["data"]["shapes"], cfg["train"]
     if set(shapes["classes"]) & set(shapes["ood_classes"]):
         raise ConfigError("data.shapes.ood_classes: must not overlap data.shapes.classes")
+    if shapes["n_ood"] > 0 and not shapes["ood_classes"]:
+        raise ConfigError("data.shapes.ood_classes: empty, but data.shapes.n_ood asks for ood images; "
+                          "name some classes or set n_ood: 0")
+    lo, hi = shapes["scale"]
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"data.shapes.scale: {shapes['scale']} must be [low, high] with 0 < low <= high <= 1")
+    for name in ("digits", "folder"):
+        part = cfg["data"][name]
+        if part["val_fraction"] + part["test_fraction"] >= 1:
+            raise ConfigError(f"data.{name}: val_fraction + test_fraction must leave images for training (sum < 1)")
+    fractions = cfg["metrics"]["deletion"]["fractions"]
+    if fractions != sorted(set(fractions)):
+        raise ConfigError(f"metrics.deletion.fractions: {fractions} must be strictly ascending")
+    if not cfg["metrics"]["families"]:
+        raise ConfigError("metrics.families: empty; name at least one family")
+    for dataset in cfg["datasets"]:
+        missing = [s for s in cfg["explain"]["splits"] if s not in split_names(dataset, cfg["data"])]
+        if missing:
+            raise ConfigError(f"explain.splits: {missing} not prepared for dataset {dataset} "
+                              f"(it has {split_names(dataset, cfg['data'])})")
+    if "folder" in cfg["datasets"] and cfg["data"]["folder"]["masks"] is None:
+        if "salience" in train["variants"]:
+            raise ConfigError("train.variants: salience needs human masks but data.folder.masks is null")
+        if "lap" in train["variants"] and train["lap"]["injection"] == "mask":
+            raise ConfigError("train.lap.injection: mask needs masks but data.folder.masks is null (use mil or none)")
     from . import catalog
+    for variant, entry in catalog.VARIANTS.items():  # per-variant seed lists (lap_plugin, protopnet)
+        extra = sorted(set(_at(train, entry["seeds"]) or ()) - set(train["seeds"])) if entry.get("seeds") else []
+        if extra:
+            raise ConfigError(f"train.{entry['seeds']}: seeds {extra} are not in train.seeds {train['seeds']}")
     for variant in cfg["train"]["variants"]:
         source = catalog.VARIANTS[variant].get("source")
         if source and source not in cfg["train"]["variants"]:
             raise ConfigError(f"train.variants: {variant} is trained from the {source} model; add {source} too")
     return cfg
+
+
+def _at(node, key_path: str):
+    """The value at a dotted key path of a (raw) settings mapping, or None when absent."""
+    for part in key_path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, list) else None
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -126,8 +192,8 @@ def load(params: str | Path = "params.yaml", presets: list[str | Path] = ()) -> 
 
 
 def from_json(text: str) -> dict:
-    """Parse the JSON a Snakemake rule passes on the command line and validate it."""
+    """Parse the JSON a Snakemake rule passes on the command line and validate it (its keys only)."""
     try:
-        return validate(json.loads(text))
+        return validate(json.loads(text), relations=False)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--config is not valid JSON: {exc}") from None

@@ -59,6 +59,34 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: corrupt or not an .npz file ({exc}); delete it and rerun its step") from None
 
 
+def _readable(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found (run the step that produces it first)")
+
+
+def load_json(path: str | Path):
+    """Read a JSON file, with one clear error naming it if it is missing or corrupt."""
+    path = Path(path)
+    _readable(path, "file")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: corrupt JSON ({exc}); delete it and rerun its step") from None
+
+
+def read_table(path: str | Path):
+    """Read a results table (.csv or .parquet) with pandas, naming the file if it is missing or corrupt."""
+    import pandas as pd
+    path = Path(path)
+    _readable(path, "table")
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (ValueError, OSError, UnicodeDecodeError) as exc:  # pyarrow and pandas parser errors are ValueErrors
+        raise ValueError(f"{path}: corrupt table ({type(exc).__name__}); delete it and rerun its step") from None
+
+
 def save_json(path: str | Path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

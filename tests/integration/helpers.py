@@ -20,6 +20,12 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 600)
     return out
 
 
+def venv_make(target: str, *args: str) -> list[str]:
+    """`make <target>` using the environment the tests run in instead of building a new .venv."""
+    venv = shutil.which("python").rsplit("/bin/", 1)[0]
+    return ["make", target, f"VENV={venv}", "-o", f"{venv}/.installed", *args]
+
+
 def copy_workflow(dest: Path, preset: str | None = "presets/smoke.yaml") -> Path:
     """The workflow files in `dest`; with a preset, it is merged into dest/params.yaml (as DVC reads that file)."""
     dest.mkdir(parents=True, exist_ok=True)

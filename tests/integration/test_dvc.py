@@ -1,38 +1,87 @@
-"""DVC round trip: repro, push to a remote, clone elsewhere, pull, re-stamp, and Snakemake has nothing to do."""
+"""DVC and Snakemake agree: `make reproduce` leaves a dvc.lock that describes the results; a fresh
+clone that ran `make pull` has honest provenance (a changed setting reruns exactly its jobs); every
+stage depends on the schema and the modules it runs; `dvc exp run -S` reruns only the stages the
+setting touches. All on the session's smoke run (tests/integration/conftest.py)."""
 from __future__ import annotations
 
 import shutil
 
 import pytest
+import yaml
 
-from .helpers import REPO, copy_workflow, jobs_of, run
+from xaibench import config
+
+from .helpers import copy_workflow, jobs_of, run, venv_make  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 
-def test_dvc_repro_push_clone_pull_restamp(tmp_path):
-    origin = copy_workflow(tmp_path / "origin")
-    remote = tmp_path / "remote"
-    run("git init -q && git config user.email t@t && git config user.name t && dvc init -q", origin)
-    run(["dvc", "remote", "add", "-d", "store", str(remote)], origin)
-    shutil.copy(REPO / ".gitignore", origin / ".gitignore")  # the project's own ignore rules
-    run("git add -A && git commit -qm workflow", origin)
-    run(["dvc", "repro"], origin, timeout=900)
-    assert (origin / "results/summary.json").is_file()
-    shown = run(["dvc", "metrics", "show"], origin).stdout
-    assert "accuracy/accuracy" in shown or "test" in shown
-    run(["dvc", "push"], origin)
-    run("git add -A && git commit -qm results", origin)
+def stale_stages(root) -> set[str]:
+    """Stage names `dvc status` reports as changed."""
+    out = run(["dvc", "status"], root).stdout
+    return {line[:-1] for line in out.splitlines() if line.endswith(":") and not line[0].isspace()}
 
+
+def test_reproduce_leaves_dvc_lock_describing_the_results(smoke_run):
+    root, _ = smoke_run
+    assert (root / "dvc.lock").is_file() and (root / "results/report.html").is_file()
+    assert stale_stages(root) == set()
+    assert "Nothing to be done" in run(["snakemake", "-n"], root).stdout
+    assert "accuracy" in run(["dvc", "metrics", "show"], root).stdout
+
+
+def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
+    origin, _ = smoke_run
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
     assert not (clone / "results/models").exists() and not (clone / "data/prepared").exists()
-    # the README's documented pull command
-    venv = shutil.which("python").rsplit("/bin/", 1)[0]
-    run(["make", "pull", f"VENV={venv}", "-o", f"{venv}/.installed"],
-        clone, timeout=600)
-    out = run(["snakemake", "-n"], clone)
-    assert "Nothing to be done" in out.stdout + out.stderr
+    run(venv_make("pull"), clone, timeout=600)  # the README's pull command
+    assert "Nothing to be done" in run(["snakemake", "-n"], clone).stdout
+    assert stale_stages(clone) == set()
+    cfg = config.load(clone / "params.yaml")
+    n_models = len(cfg["train"]["variants"]) * len(cfg["train"]["seeds"])
+
+    # a changed setting: every model retrains (the pulled jobs carry their params records) ...
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["train"]["epochs"] += 1
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    jobs = jobs_of(run(["snakemake", "-n"], clone).stdout)
+    assert jobs["train_model"] == n_models and jobs["plugin_model"] == 1 and "prepare_shapes" not in jobs
+    # ... and DVC agrees on which phases changed
+    assert stale_stages(clone) == {"train", "explain", "measure", "figures"}  # all that read `train`
+    run("git checkout -q params.yaml", clone)
+
+    # a changed default in the schema: every stage depends on it; Snakemake reruns the jobs using it
+    schema = clone / "src/xaibench/params.schema.yaml"
+    text = schema.read_text()
+    assert "enum: [mean, blur], default: mean" in text
+    schema.write_text(text.replace("enum: [mean, blur], default: mean", "enum: [mean, blur], default: blur"))
+    assert stale_stages(clone) == {"prepare", "train", "explain", "measure", "figures"}
+    jobs = jobs_of(run("PYTHONPATH=src snakemake -n", clone).stdout)  # the clone's own library
+    assert jobs["measure_model"] == n_models and "train_model" not in jobs and "explain_model" not in jobs
+    run("git checkout -q src/xaibench/params.schema.yaml", clone)
+
+    # a changed helper module: only the stages that run it
+    tidy = clone / "src/xaibench/tidy.py"
+    tidy.write_text(tidy.read_text() + "\n# changed\n")
+    assert stale_stages(clone) == {"measure"}
+    run("git checkout -q src/xaibench/tidy.py", clone)
+    assert stale_stages(clone) == set()
+
+    # a DVC experiment on one setting reruns only the stage (and the jobs) it touches
+    out = run(["dvc", "exp", "run", "-S", "figures.gallery_images=2"], clone, timeout=600)
+    text = out.stdout + out.stderr
+    assert "Running stage 'figures'" in text
+    for stage in ("prepare", "train", "explain", "measure"):
+        assert f"Running stage '{stage}'" not in text, stage
+    assert set(jobs_of(text)) == {"draw_figures_1", "draw_figures_2", "figures"}
+
+
+def test_figures_redraw_from_pulled_metrics(smoke_run, tmp_path):
+    origin, _ = smoke_run
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    run(venv_make("pull"), clone, timeout=600)
     shutil.rmtree(clone / "results/figures")
     out = run(["snakemake", "--cores", "2", "figures"], clone)
     assert set(jobs_of(out.stdout + out.stderr)) == {"draw_figures_1", "draw_figures_2", "figures"}

@@ -30,7 +30,11 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         table = pd.read_csv(root / f"results/metrics/shapes/{family}.csv")
         assert list(table.columns) == COLUMNS, family
         assert len(table) > 0 and table.value.notna().any()
-        assert set(table.variant) == set(cfg["train"]["variants"])
+        spec = catalog.FAMILIES[family]
+        expected = {v for v in cfg["train"]["variants"]  # a family's capability; seed pairs for variant scope
+                    if spec.get("applies_to") in (None, *catalog.VARIANTS[v].get("provides", []))
+                    and (spec["scope"] == "model" or len(catalog.seeds_for(cfg, v)) > 1)}
+        assert set(table.variant) == expected, family
     figures = list((root / "results/figures/shapes").glob("*.png"))
     assert {f.stem for f in figures} == set(wanted(cfg))
     assert all(Image.open(f).size[0] > 300 for f in figures)
@@ -38,6 +42,21 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         assert (REPO / f"report/captions/{name}.rst").is_file(), f"figure {name} has no report caption"
     assert (root / "results/summary.json").is_file()
     assert list((root / "results/benchmarks/train").rglob("*.tsv"))  # Snakemake's per-job time and memory
+
+
+def test_smoke_run_has_paper_a(smoke_run):
+    """ProtoPNet variants go through every step: misalignment rows for both perturbations, the table and
+    both figures, and the other families scored on their gradcam and proto maps."""
+    root, _ = smoke_run
+    mis = pd.read_csv(root / "results/metrics/shapes/misalignment.csv")
+    assert set(mis.variant) == {"protopnet", "protopnet_comp"} and set(mis.setting) == {"noise", "pgd"}
+    assert set(mis.metric) >= {"PAC", "PRC", "PLC", "AC"}
+    assert "| protopnet_comp | pgd |" in (root / "results/tables/shapes/misalignment.md").read_text()
+    assert (root / "results/figures/shapes/prototypes.png").is_file()
+    deletion = pd.read_csv(root / "results/metrics/shapes/deletion.csv")
+    assert {("protopnet", "gradcam"), ("protopnet", "proto")} <= set(zip(deletion.variant, deletion.method))
+    acc = pd.read_csv(root / "results/metrics/shapes/accuracy.csv")
+    assert {"protopnet", "protopnet_comp"} <= set(acc[acc.metric == "accuracy"].variant)
 
 
 def test_noop_rerun_has_nothing_to_do(smoke_run):
@@ -107,3 +126,16 @@ def test_paper_preset_dry_runs_on_a_folder_dataset(tmp_path):
     jobs = jobs_of(out.stdout + out.stderr)
     cfg = config.load(root / "params.yaml")
     assert jobs["train_model"] == len(cfg["train"]["variants"]) * len(cfg["train"]["seeds"]) >= 20
+
+
+def test_figure_jobs_see_every_setting_they_print_and_only_configured_formats(tmp_path):
+    """Latent bugs of the extension-points issue: the deletion baseline (printed by lap_faithfulness)
+    reached no figure job, and `formats: [pdf]` still declared a png the job never wrote."""
+    root = copy_workflow(tmp_path / "wf")
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump({"metrics": {"deletion": {"baseline": "blur"}},
+                                                     "figures": {"formats": ["pdf"]}}))
+    out = run(["snakemake", "-n", "-p", "figures", "--configfile", str(tmp_path / "o.yaml")], root)
+    text = out.stdout + out.stderr
+    draw = [line for line in text.splitlines() if "xaibench figures" in line]
+    assert draw and all('"baseline": "blur"' in line for line in draw)
+    assert ".pdf" in text and "results/figures/shapes/accuracy.png" not in text

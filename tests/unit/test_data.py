@@ -25,10 +25,10 @@ def test_shapes_contract_and_cue(tmp_path):
     cfg = config.validate({"data": {"image_size": 32, "shapes": {"n_train": 400, "n_test": 400, "n_val": 8,
                                                                   "n_ood": 8, "n_pairs": 20, "cue_rate": 0.9}}})
     meta = prepare("shapes", cfg["data"], tmp_path)
-    assert meta["splits"] == {"train": 400, "val": 8, "test": 400, "ood": 8, "pairs": 20}
+    assert meta["splits"] == {"train": 400, "val": 8, "test": 400, "ood": 8, "pairs": 20, "nocue": 400}
     train, test = read_split(tmp_path, "train"), read_split(tmp_path, "test")
     assert train.images.shape == (400, 32, 32, 3) and train.images.dtype == np.uint8
-    assert set(np.unique(train.masks)) <= {0, 255} and (train.masks > 0).mean() > 0.05
+    assert set(np.unique(train.masks)) <= {0, 255} and (train.masks > 0).mean() > 0.03
     agree_train = (train.extras["cue"] == train.labels).mean()
     agree_test = (test.extras["cue"] == test.labels).mean()
     assert 0.85 < agree_train < 0.95          # cue follows the class at cue_rate
@@ -37,6 +37,76 @@ def test_shapes_contract_and_cue(tmp_path):
     assert (pairs.labels != pairs.extras["labels2"]).all()
     assert not ((pairs.masks > 0) & (pairs.extras["masks2"] > 0)).any()
     assert (pairs.extras["masks2"] > 0).any(axis=(1, 2)).all()
+
+
+@pytest.fixture(scope="module")
+def shapes_64(tmp_path_factory):
+    """The default generator at 64 px (default scale, contrast and cue), a few hundred images."""
+    root = tmp_path_factory.mktemp("shapes64")
+    cfg = config.validate({"data": {"shapes": {"n_train": 300, "n_val": 4, "n_test": 200, "n_ood": 20, "n_pairs": 60}}})
+    prepare("shapes", cfg["data"], root)
+    return root, cfg["data"]["shapes"]
+
+
+def test_shapes_objects_never_touch_the_cue_patch_or_the_border(shapes_64):
+    root, cfg = shapes_64
+    side = round(cfg["cue_size"] * 64)
+    for name in ("train", "test", "ood", "pairs", "nocue"):
+        split = read_split(root, name)
+        objects = split.masks > 0
+        if "masks2" in split.extras:
+            objects |= split.extras["masks2"] > 0
+        assert not objects[:, :side + 1, :side + 1].any(), name     # never on the patch (1 px margin)
+        assert not objects[:, [0, -1]].any() and not objects[:, :, [0, -1]].any(), name  # never on the border
+        assert objects.any(axis=(1, 2)).all(), name
+        if name != "nocue":
+            assert (split.extras["cue_box"] == [0, 0, side, side]).all()
+            patch = split.images[:, :side, :side].reshape(len(split), -1, 3)
+            assert (patch == patch[:, :1]).all()                       # one flat colour per patch
+
+
+def test_shapes_have_no_centre_bias(shapes_64):
+    test = read_split(shapes_64[0], "test")
+    assert (test.masks[:, 32, 32] > 0).mean() < 0.3                  # was ~0.98 with centred objects
+    ys, xs = np.nonzero(test.masks.any(axis=0))
+    assert xs.min() < 16 and xs.max() > 48 and ys.min() < 16 and ys.max() > 48
+
+
+def test_shapes_contrast_at_least_the_minimum(shapes_64):
+    root, cfg = shapes_64
+    side = round(cfg["cue_size"] * 64)
+    for name in ("train", "pairs"):
+        split = read_split(root, name)
+        img = split.images / 255.0
+        objs = [split.masks > 0] + ([split.extras["masks2"] > 0] if name == "pairs" else [])
+        background = ~np.any(objs, axis=0)
+        background[:, :side, :side] = False
+        for m in objs:
+            for i in range(len(split)):
+                gap = np.linalg.norm(img[i][m[i]].mean(0) - img[i][background[i]].mean(0))
+                assert gap >= cfg["min_contrast"] - 0.005, (name, i, gap)
+
+
+def test_nocue_is_test_without_the_patch(shapes_64):
+    root, cfg = shapes_64
+    side = round(cfg["cue_size"] * 64)
+    test, nocue = read_split(root, "test"), read_split(root, "nocue")
+    assert (nocue.extras["cue"] == -1).all() and not nocue.extras["cue_box"].any()
+    np.testing.assert_array_equal(nocue.labels, test.labels)
+    np.testing.assert_array_equal(nocue.masks, test.masks)
+    outside = np.ones((64, 64), bool)
+    outside[:side, :side] = False
+    np.testing.assert_array_equal(nocue.images[:, outside], test.images[:, outside])
+    patch = nocue.images[:, :side, :side].reshape(len(nocue), -1, 3)
+    assert (patch != patch[:, :1]).any(axis=(1, 2)).all()              # textured background, no flat patch
+
+
+def test_shapes_cue_size_zero_means_no_patch(tmp_path):
+    cfg = config.validate({"data": {"image_size": 32, "shapes": {"n_train": 16, "n_val": 4, "n_test": 8,
+                                                                  "n_ood": 0, "n_pairs": 0, "cue_size": 0}}})
+    meta = prepare("shapes", cfg["data"], tmp_path)
+    train = read_split(tmp_path, "train")
+    assert not meta["has_cue"] and (train.extras["cue"] == -1).all() and not train.extras["cue_box"].any()
 
 
 def test_digits_masks_are_strokes(tmp_path):

@@ -29,13 +29,13 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    """small_cnn trained for a few steps: real, good enough that classes have distinct logits."""
+    """small_cnn trained for 300 steps: real, good enough that classes have distinct logits."""
     torch.set_num_threads(1)
     x, y = data[0], data[1]
     torch.manual_seed(0)
     model = create_model("small_cnn", K, width=8)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(80):
+    for step in range(300):
         idx = torch.randint(len(x), (32,), generator=torch.Generator().manual_seed(step))
         loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()

@@ -224,7 +224,7 @@ def test_plugin_command_writes_model_and_before_after(tiny_project, tiny_cfg):
     assert isinstance(model, LAPClassifier) and mcfg["train"]["lap"]["mode"] == "v1"
     maps = explain.get("lap")(model, torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
     assert maps.shape == (2, 32, 32)
-    with pytest.raises(ValueError, match="expects a `standard` checkpoint"):
+    with pytest.raises(ValueError, match="variant=.lap_plugin. but the settings ask for .standard."):
         plugin(tiny_cfg, data, "lap_plugin", 0, tiny_project / "again", "cpu", src=tiny_project / "plug/model.pt")
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from xaibench.tidy import aggregate, rows
-from xaibench.metrics.localization import pixel_average_precision, pointing_game, relevance_mass
+from xaibench.metrics.localization import (baseline_maps, box_masks, cue_mass, pixel_average_precision, pointing_game,
+                                           relevance_mass)
 from xaibench.metrics.salience import histogram_entropy, spatial_entropy
 
 
@@ -49,6 +50,53 @@ def test_localization_analytic():
     assert pixel_average_precision(inside, mask).item() == 1.0
 
 
+def _blob_masks():
+    """Masks of different sizes and places on 16x16: a 4x4 square in a corner, a 6x5 block, a 3x8 bar."""
+    masks = torch.zeros(3, 16, 16, dtype=torch.bool)
+    masks[0, 0:4, 0:4] = True
+    masks[1, 6:12, 5:10] = True
+    masks[2, 10:13, 8:16] = True
+    return masks
+
+
+def test_baseline_maps_analytic_values():
+    masks = _blob_masks()
+    area = masks.flatten(1).float().mean(1)
+    uniform = baseline_maps("uniform", masks)
+    torch.testing.assert_close(relevance_mass(uniform, masks), area)
+    torch.testing.assert_close(pixel_average_precision(uniform, masks), area)
+    assert (pointing_game(uniform, masks) == 1).all()  # every pixel ties at the max; any tie inside counts
+    oracle = baseline_maps("oracle", masks)
+    for fn in (pointing_game, relevance_mass, pixel_average_precision):
+        assert (fn(oracle, masks) == 1).all()
+    gauss = baseline_maps("gaussian", masks, sigma=0.25)
+    # the centred Gaussian peaks at the 4 centre pixels (7..8, 7..8): a hit only for the mask covering them
+    torch.testing.assert_close(pointing_game(gauss, masks), torch.tensor([0.0, 1.0, 0.0]))
+    assert relevance_mass(gauss, masks)[1] > area[1] > relevance_mass(gauss, masks)[0]
+    rand = baseline_maps("random", masks.repeat(200, 1, 1), seed=3)
+    torch.testing.assert_close(rand, baseline_maps("random", masks.repeat(200, 1, 1), seed=3))  # seeded
+    hits = pointing_game(rand, masks.repeat(200, 1, 1)).view(200, 3).mean(0)
+    torch.testing.assert_close(hits, area, atol=0.07, rtol=0)  # chance = the mask's area fraction
+    with pytest.raises(ValueError, match="unknown baseline map 'flat'; choose from: uniform"):
+        baseline_maps("flat", masks)
+
+
+def test_cue_mass_on_the_patch_box():
+    boxes = torch.tensor([[0, 0, 4, 4], [0, 0, 4, 4], [0, 0, 0, 0]])
+    cues = box_masks(boxes, 16, 16)
+    expect = torch.zeros(3, 16, 16, dtype=torch.bool)
+    expect[:2, :4, :4] = True
+    assert torch.equal(cues, expect)
+    on_patch = cues.float() * 3.0
+    on_patch[2, 5, 5] = 1.0
+    off_patch = torch.zeros(3, 16, 16)
+    off_patch[:, 8:, 8:] = 1.0
+    half = on_patch + off_patch * (16 * 3 / 64)  # as much relevance off the patch as on it
+    assert cue_mass(on_patch, cues)[:2].tolist() == [1.0, 1.0] and cue_mass(on_patch, cues)[2].isnan()
+    assert cue_mass(off_patch, cues)[:2].tolist() == [0.0, 0.0]
+    torch.testing.assert_close(cue_mass(half, cues)[:2], torch.tensor([0.5, 0.5]))
+
+
 def test_pixel_ap_matches_sklearn_including_ties():
     from sklearn.metrics import average_precision_score
 
@@ -85,3 +133,40 @@ def test_aggregate_is_tidy_mean_over_images():
     table = aggregate([frame])
     assert list(table.columns) == ["dataset", "variant", "seed", "method", "split", "metric", "setting", "level", "value"]
     assert len(table) == 1 and table.value.iloc[0] == pytest.approx(0.3)
+
+
+def test_localization_family_rows_baselines_and_cue_subsets(tiny_project, tiny_cfg, monkeypatch):
+    """Constructed explanation files: a map equal to the object mask and one equal to the cue patch.
+    The family writes both beside the baseline maps, on test and on its cue subsets."""
+    from xaibench import catalog, metrics, paths
+    from xaibench.data import read_split
+    from xaibench.explain import save
+    from xaibench.figures import localization_table
+
+    test = read_split(paths.prepared("shapes"), "test")
+    patch = box_masks(torch.from_numpy(test.extras["cue_box"]), 32, 32).float().numpy()
+    for method, maps in {"maskmap": test.masks / 255.0, "cuemap": patch}.items():
+        monkeypatch.setitem(catalog.EXPLAINERS, method, {})  # constructed maps, listed for this test only
+        save(paths.explanation("shapes", "standard", 0, method, "test"),
+             {"maps": maps.astype(np.float16), "targets": test.labels, "predictions": test.labels})
+    cfg = dict(tiny_cfg, explain=dict(tiny_cfg["explain"], methods=["maskmap", "cuemap"]))
+    frame = metrics.run("localization", metrics.Context(cfg, "shapes", "standard", [0]))
+    mean = frame.groupby(["method", "split", "metric"])["value"].mean()
+    conflict = test.extras["cue"] != test.labels
+    assert set(frame.split) == {"test", "test_cue_agreeing", "test_cue_conflicting"}
+    assert (frame[frame.split == "test_cue_conflicting"].groupby(["method", "metric"]).size() == conflict.sum()).all()
+    for method in ("maskmap", "baseline_oracle"):
+        for metric in ("pointing_game", "relevance_mass", "pixel_ap"):
+            assert mean[method, "test", metric] == pytest.approx(1.0)
+        assert mean[method, "test", "cue_mass"] == 0.0  # objects never lie on the patch
+    assert mean["cuemap", "test", "cue_mass"] == pytest.approx(1.0) and mean["cuemap", "test", "relevance_mass"] == 0
+    area = (test.masks > 127).mean()
+    assert mean["baseline_uniform", "test", "relevance_mass"] == pytest.approx(area, rel=1e-5)
+    assert {f"baseline_{k}" for k in ("uniform", "gaussian", "random", "oracle")} <= set(frame.method)
+    # the table pools baselines over models (variant "—") and keeps the explainers per variant
+    out = paths.metric_table("shapes", "localization")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metrics.aggregate([frame]).to_csv(out, index=False)
+    stats = localization_table("shapes")
+    assert set(stats[stats.method.str.startswith("baseline_")].variant) == {"—"}
+    assert set(stats[~stats.method.str.startswith("baseline_")].variant) == {"standard"}

@@ -296,7 +296,7 @@ def test_stability_of_identical_and_of_independent_runs(project):
         assert rho[~np.isnan(rho)] == pytest.approx(1.0, abs=1e-6)
         # NaN only for maps with no ranking at all (constant maps)
         maps = load_explanation(paths.explanation("shapes", "standard", 0, method, "test"))["maps"]
-        np.testing.assert_array_equal(np.isnan(rho), maps.reshape(48, -1).std(1) == 0)
+        np.testing.assert_array_equal(np.isnan(rho), np.ptp(maps.reshape(48, -1), axis=1) == 0)  # exact: a float16 std underflows
         assert np.nanmean(_values(frame, method=method, setting="0-1", metric="map_ssim")) < 0.999
 
 

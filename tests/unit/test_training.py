@@ -120,9 +120,11 @@ def test_killed_process_resumes_to_same_weights(tiny_project, tiny_cfg):
     """A real SIGKILL mid-run, then a rerun of the same command, ends with the uninterrupted weights."""
     tiny_cfg["train"]["epochs"] = 12
     data = tiny_project / "data/prepared/shapes"
-    train(tiny_cfg, data, "standard", 1, tiny_project / "ref", "cpu")
     cmd = [sys.executable, "-m", "xaibench.cli", "train", "--config", json.dumps(tiny_cfg), "--dataset", "shapes",
-           "--variant", "standard", "--seed", "1", "--out", "killed", "--device", "cpu"]
+           "--variant", "standard", "--seed", "1", "--out", "killed", "--device", "cpu", "--threads", "1"]
+    # The uninterrupted reference runs the same way (a process of its own, same thread count: float sums
+    # depend on it, and tests before this one may have changed this process's torch threads).
+    subprocess.run([*cmd[:-6], "--out", "ref", *cmd[-4:]], cwd=tiny_project, check=True, capture_output=True)
     proc = subprocess.Popen(cmd, cwd=tiny_project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tiny_project / "killed/checkpoint.pt"
     deadline = time.time() + 120
@@ -143,8 +145,35 @@ def test_checkpoint_from_other_config_is_refused(tiny_project, tiny_cfg):
     train(tiny_cfg, tiny_project / "data/prepared/shapes", "standard", 0, tiny_project / "m", "cpu")
     model, mcfg = load_model(tiny_project / "m/model.pt", expect={"dataset": "shapes"})
     assert mcfg["variant"] == "standard"
-    with pytest.raises(CheckpointMismatch, match=r"made with dataset='shapes' but 'digits' was asked for"):
+    with pytest.raises(CheckpointMismatch, match=r"made with dataset='shapes' but the settings ask for 'digits'"):
         load_model(tiny_project / "m/model.pt", expect={"dataset": "digits"})
     (tiny_project / "m/bad.pt").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="bad.pt: corrupt"):
         load_model(tiny_project / "m/bad.pt")
+
+
+def test_summary_reports_cue_subsets_and_nocue(tiny_project, tiny_cfg):
+    """summary.json's cue numbers equal a recount from the model's predictions; the accuracy family
+    names their splits so the subset is clear."""
+    from xaibench.data import read_meta, read_split
+    from xaibench.metrics.accuracy import split_key
+    from xaibench.training.fit import load_model, predict
+
+    tiny_cfg["train"]["epochs"] = 1
+    data = tiny_project / "data/prepared/shapes"
+    summary = train(tiny_cfg, data, "standard", 0, tiny_project / "m", "cpu")
+    model, _ = load_model(tiny_project / "m/model.pt")
+    test, nocue = read_split(data, "test"), read_split(data, "nocue")
+    p_test = predict(model, test, 64, "cpu").argmax(1).numpy()
+    p_free = predict(model, nocue, 64, "cpu").argmax(1).numpy()
+    conflict = test.extras["cue"] != test.labels
+    assert read_meta(data)["splits"]["nocue"] == len(test)
+    assert summary["nocue_accuracy"] == pytest.approx((p_free == nocue.labels).mean())
+    assert summary["test_cue_agreeing_accuracy"] == pytest.approx((p_test == test.labels)[~conflict].mean())
+    assert summary["test_cue_conflicting_accuracy"] == pytest.approx((p_test == test.labels)[conflict].mean())
+    assert summary["test_cue_conflicting_follows_cue"] == pytest.approx((p_test == test.extras["cue"])[conflict].mean())
+    assert summary["test_cue_conflicting_cue_changes_prediction"] == pytest.approx((p_test != p_free)[conflict].mean())
+    assert split_key("test_cue_conflicting_follows_cue") == ("test_cue_conflicting", "follows_cue")
+    assert split_key("test_cue_agreeing_accuracy") == ("test_cue_agreeing", "accuracy")
+    assert split_key("nocue_accuracy") == ("nocue", "accuracy")
+    assert split_key("test_max_softmax") == ("test", "max_softmax") and split_key("epochs") is None

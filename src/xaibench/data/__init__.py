@@ -16,6 +16,19 @@ from ..registry import Registry
 from .store import Split, read_meta, read_split, write_meta, write_split
 
 DATASETS = Registry("dataset", catalog.DATASETS)
+BASE_SPLITS = ("train", "val", "test")
+
+
+def split_names(name: str, data_cfg: dict) -> list[str]:
+    """The splits `prepare` writes for dataset `name`, known without generating anything (the
+    Snakefile declares one output file per split). A dataset whose settings have `n_<split>` counts
+    (shapes) writes exactly the splits with a count above 0; the others write train, val and test.
+    tests/unit/test_faults.py checks this against what `prepare` really writes.
+    """
+    counts = {k[2:]: v for k, v in data_cfg[name].items() if k.startswith("n_")}
+    names = [s for s, n in counts.items() if n > 0] if counts else list(BASE_SPLITS)
+    derived = catalog.DATASETS[name].get("derived_splits", {})  # e.g. shapes' nocue: test without the cue
+    return names + [split for split, source in derived.items() if source in names]
 
 
 def prepare(name: str, data_cfg: dict, out: str | Path) -> dict:
@@ -40,4 +53,4 @@ def prepare(name: str, data_cfg: dict, out: str | Path) -> dict:
     return meta
 
 
-__all__ = ["Split", "prepare", "read_meta", "read_split"]
+__all__ = ["Split", "prepare", "read_meta", "read_split", "split_names"]

@@ -3,6 +3,15 @@
 Masks live at `masks/<class>/<same file stem>.png` (the CYBORG human-annotation layout and the
 CUB segmentation layout both fit). Images are resized to the image size (bilinear), masks with
 nearest-neighbour. The split into train/val/test is a seeded stratified permutation.
+
+Any bit depth and mode reads correctly (our choices, so every file means the same thing):
+- 16-bit images and masks are scaled from 0-65535 to 0-255 (not clipped); palette images are
+  looked up; transparent pixels are composited onto black (alpha x colour), like a mask's outside.
+- A mask's value is its grey level; colour and palette masks take the brightest channel, so a
+  mask drawn in any colour counts. Masks stored as 0/1 (any integer depth) or as 1-bit images are
+  read as 0/255, so training (which scales masks to 0-1) and scoring (which thresholds at 127) see
+  the same region.
+- 32-bit float images are refused (their range is unknown): save them as 8- or 16-bit PNG.
 """
 from __future__ import annotations
 
@@ -16,13 +25,51 @@ from . import DATASETS
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def _open(path: Path, mode: str) -> Image.Image:
+DEEP = ("I;16", "I;16B", "I;16L", "I")  # 16-bit greyscale (Pillow opens 16-bit PNGs as I;16 or I)
+
+
+def _open(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert(mode)
+            return im
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: unreadable image ({exc})") from None
+
+
+def _layers(im: Image.Image, path: Path) -> np.ndarray:
+    """float [H,W,C] in 0-255 (C = 1 or 3), transparency composited onto black."""
+    if im.mode == "F":
+        raise ValueError(f"{path}: 32-bit float image (range unknown); save it as an 8- or 16-bit PNG")
+    if im.mode in DEEP:
+        return np.asarray(im, dtype=np.float64)[..., None] * (255 / 65535)
+    if im.mode == "1":
+        return np.asarray(im, dtype=np.float64)[..., None] * 255
+    if im.mode in ("LA", "RGBA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
+        return rgba[..., :3] * (rgba[..., 3:] / 255)
+    if im.mode == "L":
+        return np.asarray(im, dtype=np.float64)[..., None]
+    return np.asarray(im.convert("RGB"), dtype=np.float64)
+
+
+def read_image(path: Path) -> Image.Image:
+    """An image file as 8-bit RGB (see the module docstring for modes and bit depths)."""
+    im = _open(path)
+    arr = _layers(im, path)
+    return Image.fromarray(np.round(np.broadcast_to(arr, arr.shape[:2] + (3,))).astype(np.uint8))
+
+
+def read_mask(path: Path) -> Image.Image:
+    """A mask file as 8-bit greyscale 0-255; 0/1 masks (any depth) become 0/255."""
+    im = _open(path)
+    if im.mode in DEEP and np.asarray(im).max() <= 1:
+        arr = np.asarray(im, dtype=np.float64) * 255
+    else:
+        arr = _layers(im, path).max(axis=-1)
+        if arr.max() <= 1:
+            arr = arr * 255
+    return Image.fromarray(np.round(arr).astype(np.uint8))
 
 
 def _find_mask(mask_root: Path, rel: Path) -> Path | None:
@@ -60,14 +107,14 @@ def prepare(cfg: dict, size: int, seed: int):
     masks = np.zeros((len(items), size, size), np.uint8) if mask_root else None
     labels = np.array([k for _, k in items], np.int64)
     for i, (path, _) in enumerate(items):
-        img = _open(path, "RGB")
+        img = read_image(path)
         images[i] = np.asarray(img.resize((size, size), Image.BILINEAR))
         if mask_root is not None:
             rel = path.relative_to(root)
             mpath = _find_mask(mask_root, rel)
             if mpath is None:
                 raise FileNotFoundError(f"{mask_root / rel.with_suffix('.png')}: mask missing for image {path}")
-            mask = _open(mpath, "L")
+            mask = read_mask(mpath)
             if mask.size != img.size:
                 raise ValueError(f"{mpath}: mask is {mask.size[0]}x{mask.size[1]} but its image {path} is "
                                  f"{img.size[0]}x{img.size[1]}")

@@ -1,11 +1,25 @@
 """`shapes`: the embedded default dataset, with ground truth for every explanation.
 
-Seeded procedural RGB images: one shape (class) at random position, scale, rotation and colour
-on a textured background. The object mask is the ground-truth salience. A coloured corner patch
-(the planted spurious cue) shows the class's cue colour with probability `cue_rate` in train/val
-and a uniformly random class's colour in test, so test accuracy on cue-conflicting images tells
-how much a model leans on the cue. `ood` holds shapes of classes never trained on; `pairs` holds
-two objects of different classes, each with its own mask.
+Seeded procedural RGB images: one shape (the class) at a random position, size, rotation and colour
+on a textured background; the object mask is the ground-truth salience. Designed so a small CNN can
+learn the shape (docs/results.md, "Calibrating the testbed"):
+
+- the object lies anywhere the cue patch is not (no centre bias, never touching the border), so a
+  fixed map cannot score well on localisation and a map of the cue never overlaps the mask;
+- its radius (`scale`, fraction of the side) keeps it well inside the small CNN's receptive field
+  (38 px at 64 px input: a diameter of at most ~0.5 of the side);
+- its mean colour differs from the mean background colour by at least `min_contrast` (Euclidean
+  distance in RGB, 0-1 units), measured on the written pixels.
+
+The planted spurious cue is a square patch of side `cue_size` (fraction of the side; 0 = no patch)
+in the top-left corner, coloured with the cue class's colour. The cue class equals the label with
+probability `cue_rate` in train/val and is drawn uniformly (independent of the label) in test, ood
+and pairs, so accuracy on cue-conflicting test images tells how much a model leans on the cue.
+`nocue` holds the test images themselves without the patch (same random stream, the background
+left unpainted there), so test and nocue differ only by the patch. Every split stores `cue`
+(the patch's class, -1 where there is none) and `cue_box` [N,4] (y0, x0, y1, x1 of the patch in
+pixels; all 0 where there is none). `ood` holds shapes of classes never trained on; `pairs` holds
+two non-overlapping objects of different classes, each with its own mask.
 """
 from __future__ import annotations
 
@@ -18,7 +32,9 @@ CUE_COLOURS = np.array([
     [1.0, 0.1, 0.1], [0.1, 0.4, 1.0], [1.0, 0.9, 0.0], [0.0, 0.85, 0.3],
     [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 0.5, 0.0], [0.5, 0.0, 1.0],
 ])
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "ood": 3, "pairs": 4}
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "ood": 3, "pairs": 4, "nocue": 2}  # nocue: test's own stream
+EXTENT = 1.15  # every shape lies within EXTENT x its radius of its centre (the square's corners: 0.8·√2)
+MAX_TRIES = 1000
 
 
 def shape_mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -54,17 +70,41 @@ def _background(rng: np.random.Generator, size: int, yy, xx) -> np.ndarray:
     return np.clip(base + tex + rng.normal(0, 0.03, (size, size, 3)), 0, 1)
 
 
-def _draw(rng, img, kind, size, yy, xx, radius, x_range):
-    cx = rng.uniform(*x_range)
-    cy = rng.uniform(radius, size - radius)
+def _place(rng, size: int, radii: list[float], cue_px: int) -> list[tuple[float, float]]:
+    """Centres for objects of these radii: inside the image, off the cue patch, not touching each other."""
+    for _ in range(MAX_TRIES):
+        centres = []
+        for radius in radii:
+            reach = EXTENT * radius
+            cx, cy = rng.uniform(reach, size - reach, 2)
+            if cue_px and np.hypot(max(cx - cue_px, 0), max(cy - cue_px, 0)) <= reach + 1:
+                break
+            if any(np.hypot(cx - ox, cy - oy) <= reach + EXTENT * r + 1 for (ox, oy), r in zip(centres, radii)):
+                break
+            centres.append((cx, cy))
+        else:
+            return centres
+    raise ValueError(f"shapes: no room for objects of radius {max(radii):.1f} px beside the cue patch "
+                     f"({cue_px} px) in a {size} px image; lower `scale` or `cue_size`")
+
+
+def _shape(rng, kind, yy, xx, cx, cy, radius) -> np.ndarray:
     theta = rng.uniform(0, 2 * np.pi)
     du, dv = (xx - cx) / radius, (yy - cy) / radius
-    u = du * np.cos(theta) + dv * np.sin(theta)
-    v = -du * np.sin(theta) + dv * np.cos(theta)
-    m = shape_mask(kind, u, v)
-    colour = rng.uniform(0, 1, 3)
-    img[m] = np.clip(colour + rng.normal(0, 0.04, (m.sum(), 3)), 0, 1)
-    return m
+    return shape_mask(kind, du * np.cos(theta) + dv * np.sin(theta), -du * np.sin(theta) + dv * np.cos(theta))
+
+
+def _paint(rng, img, objects: list[np.ndarray], background: np.ndarray, min_contrast: float) -> None:
+    """Colour each object so its mean differs from the mean background colour by >= min_contrast."""
+    bg_mean = img[background].mean(0)
+    for m in objects:
+        for _ in range(MAX_TRIES):
+            pix = np.round(np.clip(rng.uniform(0, 1, 3) + rng.normal(0, 0.04, (m.sum(), 3)), 0, 1) * 255) / 255
+            if np.linalg.norm(pix.mean(0) - bg_mean) >= min_contrast:
+                break
+        else:
+            raise ValueError(f"shapes: min_contrast {min_contrast} unreachable on this background")
+        img[m] = pix
 
 
 def generate_split(cfg: dict, size: int, seed: int, split: str, n: int) -> dict[str, np.ndarray]:
@@ -73,45 +113,49 @@ def generate_split(cfg: dict, size: int, seed: int, split: str, n: int) -> dict[
     classes, cue_rate = cfg["classes"], cfg["cue_rate"]
     k = len(classes)
     yy, xx = np.mgrid[0:size, 0:size].astype(float) + 0.5
-    cue_px = max(2, int(round(cfg["cue_size"] * size)))
+    cue_px = int(round(cfg["cue_size"] * size)) if cfg["cue_size"] > 0 else 0
+    if cfg["cue_size"] > 0 and cue_px < 2:
+        raise ValueError(f"shapes: cue_size {cfg['cue_size']} gives a patch under 2 px at {size} px")
     lo, hi = cfg["scale"]
+    if not 0 < lo <= hi:
+        raise ValueError(f"shapes: scale must be [low, high] with 0 < low <= high, got {cfg['scale']}")
+    paint_cue = cue_px > 0 and split != "nocue"
+    two = split == "pairs"
     images = np.zeros((n, size, size, 3), np.uint8)
     masks = np.zeros((n, size, size), np.uint8)
     labels = np.zeros(n, np.int64)
-    cue = np.zeros(n, np.int64)
-    masks2 = np.zeros((n, size, size), np.uint8) if split == "pairs" else None
-    labels2 = np.zeros(n, np.int64) if split == "pairs" else None
+    cue = np.full(n, -1, np.int64)
+    cue_box = np.zeros((n, 4), np.int64)
+    masks2 = np.zeros((n, size, size), np.uint8) if two else None
+    labels2 = np.zeros(n, np.int64) if two else None
     for i in range(n):
         img = _background(rng, size, yy, xx)
-        if split == "pairs":
+        if two:
             a, b = rng.choice(k, 2, replace=False)
-            radius = rng.uniform(lo, hi) * size * 0.55  # two objects side by side, not overlapping
-            left = (radius, max(radius, size / 2 - radius))
-            right = (min(size - radius, size / 2 + radius), size - radius)
-            if rng.random() < 0.5:
-                left, right = right, left
-            m1 = _draw(rng, img, classes[a], size, yy, xx, radius, left)
-            m2 = _draw(rng, img, classes[b], size, yy, xx, radius, right)
-            m1 &= ~m2
-            labels[i], labels2[i], masks2[i] = a, b, m2 * 255
+            names, picks = classes, (a, b)
         else:
             names = cfg["ood_classes"] if split == "ood" else classes
-            labels[i] = rng.integers(len(names))
-            radius = rng.uniform(lo, hi) * size
-            m1 = _draw(rng, img, names[labels[i]], size, yy, xx, radius, (radius, size - radius))
+            picks = (rng.integers(len(names)),)
+        radii = [rng.uniform(lo, hi) * size * (0.8 if two else 1) for _ in picks]  # two need room side by side
+        objects = [_shape(rng, names[c], yy, xx, cx, cy, r)
+                   for c, r, (cx, cy) in zip(picks, radii, _place(rng, size, radii, cue_px))]
+        background = ~np.any(objects, axis=0)
+        background[:cue_px, :cue_px] = False
+        _paint(rng, img, objects, background, cfg["min_contrast"])
+        labels[i] = picks[0]
         if split in ("train", "val"):
-            agree = rng.random() < cue_rate
-            cue[i] = labels[i] if agree else (labels[i] + rng.integers(1, k)) % k
+            cue_class = labels[i] if rng.random() < cue_rate else (labels[i] + rng.integers(1, k)) % k
         else:
-            cue[i] = rng.integers(k)
-        img[:cue_px, :cue_px] = CUE_COLOURS[cue[i] % len(CUE_COLOURS)]
-        m1[:cue_px, :cue_px] = False
-        if masks2 is not None:
-            masks2[i, :cue_px, :cue_px] = 0
+            cue_class = rng.integers(k)
+        if paint_cue:
+            img[:cue_px, :cue_px] = CUE_COLOURS[cue_class % len(CUE_COLOURS)]
+            cue[i], cue_box[i] = cue_class, (0, 0, cue_px, cue_px)
         images[i] = np.round(img * 255).astype(np.uint8)
-        masks[i] = m1 * 255
-    out = {"images": images, "labels": labels, "masks": masks, "cue": cue}
-    if split == "pairs":
+        masks[i] = objects[0] * 255
+        if two:
+            labels2[i], masks2[i] = picks[1], objects[1] * 255
+    out = {"images": images, "labels": labels, "masks": masks, "cue": cue, "cue_box": cue_box}
+    if two:
         out.update(labels2=labels2, masks2=masks2)
     return out
 
@@ -120,7 +164,8 @@ def generate_split(cfg: dict, size: int, seed: int, split: str, n: int) -> dict[
 def prepare(cfg: dict, size: int, seed: int):
     """Yield (split, arrays) for every split, then return the dataset's meta."""
     counts = {s: cfg[f"n_{s}"] for s in ("train", "val", "test", "ood", "pairs")}
+    counts["nocue"] = counts["test"]  # the test images without the patch
     for split, n in counts.items():
         if n > 0:
             yield split, generate_split(cfg, size, seed, split, n)
-    return {"classes": cfg["classes"], "ood_classes": cfg["ood_classes"], "has_cue": True}
+    return {"classes": cfg["classes"], "ood_classes": cfg["ood_classes"], "has_cue": cfg["cue_size"] > 0}

@@ -7,20 +7,20 @@ generator settings, so a model or explanation can check it was made from the sam
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..io import load_npz, save_json, save_npz
+from ..io import load_json, load_npz, save_json, save_npz
 
 if TYPE_CHECKING:
     import torch
 
 REQUIRED = {"images": (np.uint8, 4), "labels": (np.int64, 1)}
-OPTIONAL = {"masks": (np.uint8, 3), "masks2": (np.uint8, 3), "labels2": (np.int64, 1), "cue": (np.int64, 1)}
+OPTIONAL = {"masks": (np.uint8, 3), "masks2": (np.uint8, 3), "labels2": (np.int64, 1), "cue": (np.int64, 1),
+            "cue_box": (np.int64, 2)}
 
 
 @dataclass
@@ -47,7 +47,25 @@ class Split:
         return None if arr is None else torch.from_numpy(arr[idx]).float().div_(255)
 
 
+MASK_KEYS = ("masks", "masks2")
+
+
+def binary_masks_to_255(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Masks given as booleans or as 0/1 integers become 0/255 uint8, the stored scale, so that
+    training (mask / 255) and scoring (mask > 127) read the same region. 0-255 masks are kept."""
+    out = dict(arrays)
+    for key in MASK_KEYS:
+        arr = out.get(key)
+        if arr is None:
+            continue
+        if arr.dtype == np.bool_ or (np.issubdtype(arr.dtype, np.integer) and arr.size and arr.max() <= 1
+                                     and arr.min() >= 0):
+            out[key] = arr.astype(np.uint8) * np.uint8(255)
+    return out
+
+
 def write_split(root: Path, split: str, arrays: dict[str, np.ndarray]) -> None:
+    arrays = binary_masks_to_255(arrays)
     _check(f"{root}/{split}.npz", arrays)
     save_npz(root / f"{split}.npz", **arrays)
 
@@ -75,12 +93,12 @@ def read_meta(root: str | Path) -> dict:
     path = Path(root) / "meta.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run `xaibench prepare` for this dataset first")
-    return json.loads(path.read_text())
+    return load_json(path)
 
 
 def read_split(root: str | Path, split: str) -> Split:
     path = Path(root) / f"{split}.npz"
-    arrays = load_npz(path)
+    arrays = binary_masks_to_255(load_npz(path))
     _check(str(path), arrays)
     extras = {k: v for k, v in arrays.items() if k not in ("images", "labels", "masks")}
     return Split(split, arrays["images"], arrays["labels"], arrays.get("masks"), extras)

@@ -93,7 +93,7 @@ def _ascend(model, param, targets, steps: int, lr: float, generator, transform: 
     return param().detach()
 
 
-def neutral_baseline(model, num_classes: int, image_size: int, generator, steps: int = 200, lr: float = 0.05,
+def neutral_baseline(model, num_classes: int, image_size: int, generator, steps: int = 200, lr: float = 0.01,
                      init: float | str = 0.0) -> torch.Tensor:
     """Stage 1: one image [1,3,H,W] the model finds equally likely to be any class (minimise L_pv).
 
@@ -111,19 +111,24 @@ def neutral_baseline(model, num_classes: int, image_size: int, generator, steps:
         raise ValueError(f"baseline_init must be a number in [0, 1] or 'random', got {init!r}")
     param = PixelImage(start.to(_device(model)))
     opt = torch.optim.Adam(param.parameters(), lr=lr)
-    for _ in range(steps):
+    best, best_loss = param().detach().clone(), float("inf")
+    for _ in range(steps + 1):
         loss = probability_variance(model(param())).sum()
+        if loss.item() < best_loss:  # keep the most neutral iterate: Adam can overshoot into a saturated
+            best, best_loss = param().detach().clone(), loss.item()  # softmax, where L_pv's gradient vanishes
+        if _ == steps:
+            break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         param.project()
-    return param().detach()
+    return best
 
 
 @register("prototype")
 def prototype(model, num_classes: int, image_size: int, generator, steps: int = 1500, lr: float = 0.05,
               hf_weight: float = 1.0, hf_norm: str = "l1", transform: bool = True, use_baseline: bool = True,
-              baseline_steps: int = 200, baseline_lr: float = 0.05, baseline_init: float | str = 0.0,
+              baseline_steps: int = 200, baseline_lr: float = 0.01, baseline_init: float | str = 0.0,
               jitters=JITTERS, scales=SCALES, angles=ANGLES) -> torch.Tensor:
     """Prototype generation (Tagade & Rumbelow 2023, arXiv 2309.17144, Fig. 3).
 

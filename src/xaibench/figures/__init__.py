@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import catalog, paths  # noqa: E402
-from ..io import atomic_path  # noqa: E402
+from ..io import atomic_path, read_table  # noqa: E402
 from ..registry import Registry  # noqa: E402
 
 FIGURES = Registry("figure", catalog.FIGURES)
@@ -44,7 +44,7 @@ def table(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return read_table(path)
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
@@ -59,41 +59,86 @@ def _variants(cfg):
     return [v for v in cfg["train"]["variants"]]
 
 
+ACCURACY_SETS = {("val", "accuracy"): "validation", ("test", "accuracy"): "test (random cue)",
+                 ("test_cue_agreeing", "accuracy"): "cue agrees", ("test_cue_conflicting", "accuracy"): "cue conflicts",
+                 ("nocue", "accuracy"): "no cue (nocue)",
+                 ("test_cue_conflicting", "follows_cue"): "follows the cue\n(when it conflicts)"}
+
+
 @register("accuracy")
 def accuracy(cfg, dataset):
     data = table(dataset, "accuracy")
-    wanted = {("test", "accuracy"): "clean test", ("test", "cue_conflicting_accuracy"): "cue-conflicting test",
-              ("test", "cue_agreeing_accuracy"): "cue-agreeing test", ("val", "accuracy"): "validation"}
-    data = data[[k in wanted for k in zip(data.split, data.metric)]].copy()
-    data["set"] = [wanted[k] for k in zip(data.split, data.metric)]
-    order = [v for v in wanted.values() if v in set(data["set"])]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    data = data[[k in ACCURACY_SETS for k in zip(data.split, data.metric)]].copy()
+    data["set"] = [ACCURACY_SETS[k] for k in zip(data.split, data.metric)]
+    order = [v for v in ACCURACY_SETS.values() if v in set(data["set"])]
+    fig, ax = plt.subplots(figsize=(9, 4))
     seed_points(ax, data, "set", "value", "variant", order=order, hue_order=_variants(cfg))
     k = len(cfg["data"]["shapes"]["classes"]) if dataset == "shapes" else None
     if k:
         ax.axhline(1 / k, ls=":", c="grey", lw=1)
         ax.text(len(order) - 0.5, 1 / k, " chance", va="bottom", ha="right", color="grey", fontsize=8)
-    ax.set(ylim=(0, 1.02), xlabel="", ylabel="accuracy", title=f"{dataset}: accuracy by training variant (bars: mean ± sd over seeds)")
+    ax.set(ylim=(0, 1.02), xlabel="", ylabel="share of images", title=f"{dataset}: accuracy by training variant (bars: mean ± sd over seeds)")
     ax.legend(title="variant", loc="upper left", bbox_to_anchor=(1.01, 1))
     return save(fig, cfg, dataset, "accuracy")
 
 
+LOCALIZATION = {"relevance_mass": "relevance mass in mask", "pointing_game": "pointing game hit rate",
+                "pixel_ap": "pixel AP vs mask", "cue_mass": "relevance mass on the cue patch"}
+BASELINE_STYLE = {"baseline_oracle": ("-", "black"), "baseline_uniform": ("-.", "grey"),
+                  "baseline_gaussian": (":", "grey"), "baseline_random": ("--", "grey")}
+LOCALIZATION_SPLITS = ["test", "test_cue_agreeing", "test_cue_conflicting", "nocue", "pairs"]
+
+
+def localization_table(dataset: str) -> pd.DataFrame:
+    """variant × method × split × measure -> mean, sd and n over seeds. Baseline maps (method
+    `baseline_*`) score the same images for every model, so they are pooled into variant `—`."""
+    data = table(dataset, "localization")
+    data = data[data.metric.isin(list(LOCALIZATION))].copy()
+    data.loc[data.method.str.startswith("baseline_"), "variant"] = "—"
+    per_seed = data.groupby(["variant", "method", "split", "metric", "seed"])["value"].mean().reset_index()
+    return (per_seed.groupby(["variant", "method", "split", "metric"])["value"].agg(["mean", "std", "count"])
+            .reset_index().rename(columns={"std": "sd", "count": "n"}))
+
+
 @register("localization")
 def localization(cfg, dataset):
-    data = table(dataset, "localization")
-    data = data[data.metric.isin(["relevance_mass", "pointing_game", "pixel_ap"])]
-    if data.empty:
+    from ..io import atomic_path, save_csv
+    stats = localization_table(dataset)
+    if stats.empty:
         raise NotApplicable("no explained split of this dataset has ground-truth masks")
-    metrics = ["relevance_mass", "pointing_game", "pixel_ap"]
-    labels = {"relevance_mass": "relevance mass in mask", "pointing_game": "pointing game hit rate", "pixel_ap": "pixel AP vs mask"}
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
-    for ax, metric in zip(axes, metrics):
-        d = data[(data.metric == metric) & (data.split == "test")]
+    out = paths.tables(dataset)
+    save_csv(out / "localization.csv", stats)
+    rank = {s: i for i, s in enumerate(LOCALIZATION_SPLITS)}
+    variants = ["—"] + _variants(cfg)
+    stats = stats.sort_values(["split", "metric", "variant", "method"],
+                              key=lambda c: c.map(rank).fillna(99) if c.name == "split" else
+                              c.map({v: i for i, v in enumerate(variants)}).fillna(99) if c.name == "variant" else c)
+    lines = [f"# {dataset}: localisation against the object mask (and mass on the cue patch), mean ± sd over seeds",
+             "", "Method `baseline_*`: reference maps on the same images (chance lines; `baseline_oracle` = the mask "
+             "itself, the ceiling), pooled over models (variant —).", "",
+             "| split | measure | variant | method | mean ± sd | n |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.split} | {r.metric} | {r.variant} | {r.method} | {r.mean:.3f}"
+              + ("" if pd.isna(r.sd) else f" ± {r.sd:.3f}") + f" | {r.n} |" for r in stats.itertuples()]
+    with atomic_path(out / "localization.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+    data = table(dataset, "localization")
+    data = data[data.split == "test"]
+    metrics = [m for m in LOCALIZATION if m in set(data.metric)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 4), sharey=True, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        d = data[(data.metric == metric) & ~data.method.str.startswith("baseline_")]
         seed_points(ax, d, "method", "value", "variant", hue_order=_variants(cfg))
-        ax.set(title=labels[metric] + catalog.arrow("localization", metric), xlabel="explainer",
-               ylabel="score", ylim=(0, 1.02))
-        ax.legend_.remove() if ax is not axes[-1] and ax.legend_ else None
-    fig.suptitle(f"{dataset}: how well maps point at the ground-truth object (test split; mean ± sd over seeds)")
+        for method, (ls, colour) in BASELINE_STYLE.items():
+            ref = data[(data.metric == metric) & (data.method == method)]["value"]
+            if len(ref):
+                ax.axhline(ref.mean(), ls=ls, c=colour, lw=1, label=method.replace("baseline_", ""))
+        ax.set(title=LOCALIZATION[metric] + catalog.arrow("localization", metric), xlabel="explainer", ylabel="score", ylim=(0, 1.02))
+        if ax.legend_ and ax is not axes[0][-1]:
+            ax.legend_.remove()
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="variant / reference map")
+    fig.suptitle(f"{dataset}: how well maps point at the object, and at the cue patch (test split; mean ± sd over "
+                 "seeds; lines: reference maps on the same images)")
     return save(fig, cfg, dataset, "localization")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import paths
-from . import PALETTE, _classes, _variants, mosaic, plt, register, save, seed_points, table, tile
+from . import BASELINE_STYLE, PALETTE, _classes, _variants, mosaic, plt, register, save, seed_points, table, tile
 
 LINESTYLES = ["-", "--", ":", "-."]
 
@@ -37,6 +37,10 @@ def lap_faithfulness(cfg, dataset):
     if not loc.empty:
         seed_points(axes[2], loc, "method", "value", "variant", order=[m for m in methods if m in set(loc.method)],
                     hue_order=variants)
+        for method, (ls, colour) in BASELINE_STYLE.items():
+            ref = loc[loc.method == method]["value"]
+            if len(ref):
+                axes[2].axhline(ref.mean(), ls=ls, c=colour, lw=1, label=method.replace("baseline_", ""))
     axes[2].set(title="relevance mass in the object mask\n(higher = better localised)", xlabel="explainer",
                 ylabel="share of relevance in mask", ylim=(0, 1.02))
     for ax in axes[1:]:
@@ -57,15 +61,13 @@ def lap_attention(cfg, dataset):
     """
     import torch
 
-    from ..data import read_meta, read_split
+    from ..data import read_split
     from ..explain import upsample
     from ..explain.lap import lap as lap_explainer
-    from ..training.fit import load_model
+    from ..training.fit import load_trained
 
     seed = cfg["train"]["seeds"][0]
-    meta = read_meta(paths.prepared(dataset))
-    model, _ = load_model(paths.model_dir(dataset, "lap", seed) / "model.pt",
-                          expect={"dataset": dataset, "data_sha256": meta["content_sha256"]})
+    model, _ = load_trained(cfg, dataset, "lap", seed)
     split = read_split(paths.prepared(dataset), "test")
     n = min(cfg["figures"]["gallery_images"], len(split))
     idx = np.linspace(0, len(split) - 1, n).astype(int)

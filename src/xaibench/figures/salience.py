@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import catalog, paths
-from ..io import atomic_path, save_csv
+from ..io import atomic_path, read_table, save_csv
 from ..tidy import over_units, select
 from . import PALETTE, mosaic, tile, _variants, plt, register, save, sns, table
 
@@ -25,7 +25,7 @@ def per_image(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family, "parquet")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: per-image rows missing; run `snakemake --cores all measure` first")
-    data = pd.read_parquet(path)
+    data = read_table(path)
     for col in ("dataset", "variant", "method", "split", "metric", "setting"):
         data[col] = data[col].astype(object)  # Arrow-backed strings make seaborn's grouping ~10x slower
     data["setting"] = data["setting"].fillna("")

@@ -10,7 +10,6 @@ score — an empty mask — into NaN, so they drop out of every mean).
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -21,7 +20,7 @@ import pandas as pd
 import torch
 
 from .. import catalog, paths
-from ..io import load_explanation
+from ..io import load_explanation, load_json, read_table
 from ..data import read_meta, read_split
 from ..registry import Registry
 
@@ -64,10 +63,8 @@ class Context:
         return read_split(paths.prepared(self.dataset), name)
 
     def model(self, seed: int):
-        from ..training.fit import load_model
-        model, _ = load_model(paths.model_dir(self.dataset, self.variant, seed) / "model.pt",
-                              expect={"dataset": self.dataset, "data_sha256": self.meta()["content_sha256"]},
-                              device=self.device)
+        from ..training.fit import load_trained
+        model, _ = load_trained(self.cfg, self.dataset, self.variant, seed, self.device)
         return model
 
     def explanation(self, seed: int, method: str, split: str) -> dict:
@@ -202,7 +199,7 @@ def summarize(cfg: dict) -> dict:
 
     for dataset in cfg["datasets"]:
         for family in cfg["metrics"]["families"]:
-            table = pd.read_csv(paths.metric_table(dataset, family), keep_default_na=False, na_values=[""])
+            table = read_table(paths.metric_table(dataset, family))
             specs = [s for s in catalog.SALIENCE_SUMMARY if s["family"] == family]
             unit = "setting" if family == "stability" else "seed"
             if specs:
@@ -219,7 +216,7 @@ def summarize(cfg: dict) -> dict:
         for seed in catalog.seeds_for(cfg, "lap_plugin") if "lap_plugin" in cfg["train"]["variants"] else []:
             path = paths.model_dir(dataset, "lap_plugin", seed) / "summary.json"
             if path.is_file():
-                plug = json.loads(path.read_text())["plugin"]
+                plug = load_json(path)["plugin"]
                 out[dataset].setdefault("lap_plugin", {})[f"seed{seed}"] = {
                     stage: round(plug[stage]["test_accuracy"], 4) for stage in ("original", "at_init", "after")}
     return out

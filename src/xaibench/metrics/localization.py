@@ -1,4 +1,5 @@
-"""`localization`: how well a map points at the ground-truth mask (papers C, D, E).
+"""`localization`: how well a map points at the ground-truth mask (papers C, D, E), beside the
+chance and ceiling lines of the same measures (baseline maps) and the mass on the cue patch.
 
 All functions take maps [B,H,W] (non-negative) and boolean masks [B,H,W] and return [B].
 Definitions follow Quantus (PointingGame, RelevanceMassAccuracy) and scikit-learn's
@@ -6,10 +7,11 @@ average_precision_score, which the tests check them against.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
-from . import over_maps, register
+from . import over_maps, register, rows
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -50,16 +52,105 @@ def pixel_average_precision(maps: torch.Tensor, masks: torch.Tensor) -> torch.Te
 
 MEASURES = {"pointing_game": pointing_game, "relevance_mass": relevance_mass, "pixel_ap": pixel_average_precision}
 
+# Chance and ceiling lines: maps that know nothing (uniform, centred Gaussian, seeded random) and
+# the mask itself (oracle), scored by the same measures on the same images.
+BASELINES = ("uniform", "gaussian", "random", "oracle")
+
+
+def baseline_maps(kind: str, masks: torch.Tensor, sigma: float = 0.25, seed: int = 0) -> torch.Tensor:
+    """Reference maps [B,H,W] for masks [B,H,W].
+
+    `uniform`: all ones. Analytic values: relevance mass = pixel AP = the mask's area fraction;
+    pointing game = 1 whenever the mask is non-empty, because every pixel ties at the maximum and
+    the tie rule (any maximum inside the mask counts, as Quantus) makes it a hit. `gaussian`: a
+    centred isotropic Gaussian with sd `sigma` × the side (our choice; the centre-bias baseline of
+    saliency benchmarks). `random`: i.i.d. uniform noise from a generator seeded by `seed`; expected
+    pointing game = the mask's area fraction. `oracle`: the mask itself: pointing game, relevance
+    mass and pixel AP are 1 (the ceiling).
+    """
+    b, h, w = masks.shape
+    if kind == "uniform":
+        return torch.ones(b, h, w)
+    if kind == "gaussian":
+        y = (torch.arange(h) + 0.5 - h / 2) / (sigma * h)
+        x = (torch.arange(w) + 0.5 - w / 2) / (sigma * w)
+        return torch.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2)).expand(b, h, w)
+    if kind == "random":
+        return torch.rand(b, h, w, generator=torch.Generator().manual_seed(seed))
+    if kind == "oracle":
+        return masks.float()
+    raise ValueError(f"unknown baseline map '{kind}'; choose from: {', '.join(BASELINES)}")
+
+
+def box_masks(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Boolean masks [B,H,W] of boxes [B,4] = (y0, x0, y1, x1) in pixels, end exclusive (as the prepared `cue_box`)."""
+    yy = torch.arange(h)[None, :, None]
+    xx = torch.arange(w)[None, None, :]
+    y0, x0, y1, x1 = (boxes[:, i, None, None] for i in range(4))
+    return (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
+
+
+def cue_mass(maps: torch.Tensor, cue_masks: torch.Tensor) -> torch.Tensor:
+    """Share of the map's relevance on the planted cue patch: relevance mass with the patch as the mask.
+
+    A map of a model that follows the cue should put its relevance there; NaN where an image has no patch.
+    """
+    return torch.where(cue_masks.flatten(1).any(1), relevance_mass(maps, cue_masks), torch.nan)
+
 
 @register("localization")
 def localization(ctx) -> pd.DataFrame:
+    """Every measure for every explainer and every baseline map (method `baseline_{kind}`), on each
+    explained split and, on `test`, separately on its cue-agreeing and cue-conflicting images
+    (splits `test_cue_agreeing`, `test_cue_conflicting`; image indices kept). Baselines depend on the
+    data alone (the random map on the model's seed), so they repeat across variants.
+    """
     def score(b):
-        for name, fn in MEASURES.items():
-            yield name, fn(b.maps, b.masks)
+        yield from _scores(b.maps, b.masks, b.extra("cue_box"))
         if b.split == "pairs":  # two objects: relevance mass on the explained object vs the other one
             other_mask = b.extra("masks2") > 127
             on_first = (b.targets == b.labels)[:, None, None]
             yield "mass_on_target_object", relevance_mass(b.maps, torch.where(on_first, b.masks, other_mask))
             yield "mass_on_other_object", relevance_mass(b.maps, torch.where(on_first, other_mask, b.masks))
 
-    return over_maps(ctx, score, family="localization", needs_masks=True)
+    frame = over_maps(ctx, score, family="localization", needs_masks=True)
+    baselines = _baselines(ctx)
+    if not baselines.empty:
+        frame = pd.concat([frame, baselines], ignore_index=True)
+    return _with_cue_subsets(ctx, frame)
+
+
+def _scores(maps, masks, boxes):
+    for name, fn in MEASURES.items():
+        yield name, fn(maps, masks)
+    if boxes is not None and boxes.any():
+        yield "cue_mass", cue_mass(maps, box_masks(boxes, *masks.shape[1:]))
+
+
+def _baselines(ctx) -> pd.DataFrame:
+    """The reference maps of BASELINES scored like an explainer on every explained split with masks."""
+    sigma = ctx.cfg["metrics"]["localization"]["gaussian_sigma"]
+    out = []
+    for split in ctx.cfg["explain"]["splits"]:
+        data = ctx.split(split)
+        if data.masks is None:
+            continue
+        masks = torch.from_numpy(data.masks) > 127
+        boxes = (data.extras or {}).get("cue_box")
+        empty = ~masks.flatten(1).any(1)
+        for kind in BASELINES:
+            maps = baseline_maps(kind, masks, sigma, ctx.seed)
+            for name, values in _scores(maps, masks, None if boxes is None else torch.from_numpy(boxes)):
+                out.append(rows(f"baseline_{kind}", split, name, values.masked_fill(empty, float("nan")).numpy()))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def _with_cue_subsets(ctx, frame: pd.DataFrame) -> pd.DataFrame:
+    """Append the `test` rows again under split names `test_cue_agreeing` / `test_cue_conflicting`."""
+    from ..training.fit import cue_subsets
+    if "test" not in ctx.cfg["explain"]["splits"] or frame.empty:
+        return frame
+    test = frame[frame.split == "test"]
+    extra = [test[test.image.isin(np.flatnonzero(keep))].assign(split=name)
+             for name, keep in cue_subsets(ctx.split("test")).items() if keep.any()]
+    return pd.concat([frame, *extra], ignore_index=True)

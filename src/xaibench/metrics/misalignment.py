@@ -19,9 +19,11 @@ Images are not clipped to [0,1] after perturbation, as the reference (clip=True 
 """
 from __future__ import annotations
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import ROW_COLUMNS, register, rows
 from ..explain.prototypes import activation_region, box_mask, upsample_bicubic
 
 KINDS = ("noise", "pgd")
@@ -188,3 +190,37 @@ def benchmark(model, images: torch.Tensor, labels: torch.Tensor, kind: str = "no
     return {"PAC": pac(mb[b, j], ma[b, j]), "PRC": prc(mb, ma, j, own), "PLC": plc(sim[b, j], sim2[b, j], size, plc_quantile),
             "acc_before": correct_b, "acc_after": correct_a, "AC": correct_b - correct_a,
             "perturbed": x2, "protected": protected, "prototype": j}
+
+
+# --- the `misalignment` metric family (catalog.FAMILIES; applies to variants providing `prototypes`) ---
+
+FAMILY_METRICS = {"PAC": "PAC", "PRC": "PRC", "PLC": "PLC", "AC": "AC",
+                  "acc_before": "accuracy_before", "acc_after": "accuracy_after"}
+
+
+@register("misalignment")
+def family(ctx):
+    """Per-image PAC, PRC, PLC, AC (and accuracy before/after) on the test split, setting = perturbation
+    kind (noise, pgd), method `proto` (the prototype maps being tested).
+
+    Settings: metrics.misalignment (kinds, attack, eps, step, iters, max_images, batch_size, ...).
+    Each batch's noise / PGD start is seeded by (metrics.misalignment.seed, the batch's first image
+    index), so results do not depend on how the work is split across jobs.
+    """
+    s = ctx.cfg["metrics"]["misalignment"]
+    split = ctx.split("test")
+    n = len(split) if s["max_images"] is None else min(len(split), s["max_images"])
+    model = ctx.model(ctx.seed)
+    parts = {}
+    for kind in s["kinds"]:
+        for i in range(0, n, s["batch_size"]):
+            idx = slice(i, min(i + s["batch_size"], n))
+            x = split.tensors(idx).to(ctx.device)
+            y = torch.from_numpy(split.labels[idx]).to(ctx.device)
+            res = benchmark(model, x, y, kind=kind, attack=s["attack"], eps=s["eps"], step=s["step"],
+                            iters=s["iters"], percentile=s["percentile"], margin=s["margin"],
+                            plc_quantile=s["plc_quantile"], clip=s["clip"], seed=s["seed"] * 1_000_003 + i)
+            for key, metric in FAMILY_METRICS.items():
+                parts.setdefault((kind, metric), []).append(res[key].float().cpu())
+    out = [rows("proto", "test", metric, torch.cat(v).numpy(), kind) for (kind, metric), v in parts.items()]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=ROW_COLUMNS)

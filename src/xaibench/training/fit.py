@@ -7,6 +7,7 @@ weights as an uninterrupted run.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -53,8 +54,30 @@ def build(mcfg: dict):
     return VARIANTS.get(mcfg["variant"]).build(mcfg)
 
 
+def first_difference(stored, expected, prefix: str = "") -> tuple[str, object, object] | None:
+    """The first key (dotted path, in `expected`'s order) whose value differs, with both values.
+
+    Keys only the stored config has (e.g. a plug-in model's `source`) are provenance, not settings,
+    and are ignored.
+    """
+    if isinstance(expected, dict) and isinstance(stored, dict):
+        for key, want in expected.items():
+            found = first_difference(stored.get(key, _MISSING), want, f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if stored == expected else (prefix.rstrip("."), stored, expected)
+
+
+_MISSING = "<missing>"
+# The setting behind each top-level model_config key (train.* keys are settings already).
+SETTING_OF = {"arch": "train.arch", "width": "train.width", "image_size": "data.image_size",
+              "num_classes": "the dataset's classes", "data_sha256": "the prepared data", "dataset": "the dataset"}
+
+
 def load_model(path: str | Path, expect: dict | None = None, device="cpu"):
-    """Load model.pt; if `expect` is given, every key it names must match the stored config."""
+    """Load model.pt; if `expect` is given (a full `model_config`, or some of its keys), the stored
+    config must match it key for key, else CheckpointMismatch names the first differing key."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model not found; run `xaibench train` for it first")
@@ -62,14 +85,27 @@ def load_model(path: str | Path, expect: dict | None = None, device="cpu"):
         ckpt = torch.load(path, map_location=device, weights_only=False)
         mcfg = ckpt["model_config"]
     except Exception as exc:  # torch raises many types for a damaged file
-        raise ValueError(f"{path}: corrupt or not an xaibench checkpoint ({type(exc).__name__}: {exc})") from None
-    for key, want in (expect or {}).items():
-        if mcfg.get(key) != want:
-            raise CheckpointMismatch(f"{path}: made with {key}={mcfg.get(key)!r} but {want!r} was asked for; "
-                                     "retrain it (delete the file) or fix the settings")
+        raise ValueError(f"{path}: corrupt or not an xaibench checkpoint ({type(exc).__name__}: {exc}); "
+                         "delete it and rerun `snakemake --cores all`") from None
+    diff = first_difference(mcfg, expect or {})
+    if diff:
+        key, have, want = diff
+        setting = SETTING_OF.get(key.split(".")[0], key)
+        raise CheckpointMismatch(f"{path}: made with {key}={have!r} but the settings ask for {want!r} "
+                                 f"({setting}); delete it and rerun `snakemake --cores all` to retrain, "
+                                 "or fix the settings")
     model = build(mcfg).to(device)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), mcfg
+
+
+def load_trained(cfg: dict, dataset: str, variant: str, seed: int, device="cpu"):
+    """The trained model of (dataset, variant, seed), refused unless made with the current settings
+    and data (its full model_config is compared). Plug-in models are checked on their own keys."""
+    from .. import paths
+    meta = read_meta(paths.prepared(dataset))
+    return load_model(paths.model_dir(dataset, variant, seed) / "model.pt",
+                      expect=model_config(cfg, meta, variant, seed), device=device)
 
 
 @torch.no_grad()
@@ -81,21 +117,48 @@ def predict(model, split, batch_size: int, device) -> torch.Tensor:
     return torch.cat(out)
 
 
+# Subsets of the test split by the planted cue (`metrics.accuracy` and `metrics.localization` use
+# the same names as tidy split names): the patch names the label / another class.
+CUE_SUBSETS = ("test_cue_agreeing", "test_cue_conflicting")
+EVAL_SPLITS = ("val", "test", *CUE_SUBSETS, "nocue", "ood")  # prefixes of the summary.json keys
+
+
+def cue_subsets(split) -> dict[str, np.ndarray]:
+    """Boolean masks of a split's cue-agreeing and cue-conflicting images, named `{split}_cue_agreeing`
+    and `{split}_cue_conflicting` (empty without a cue)."""
+    cue = (split.extras or {}).get("cue")
+    if cue is None or (cue < 0).all():
+        return {}
+    has = cue >= 0
+    return {f"{split.name}_cue_agreeing": has & (cue == split.labels),
+            f"{split.name}_cue_conflicting": has & (cue != split.labels)}
+
+
 def evaluate(model, data_root: Path, meta: dict, batch_size: int, device) -> dict:
-    """Accuracy on val/test, on the cue-conflicting part of test, and confidence on ood where defined."""
-    res = {}
-    for name in ("val", "test"):
+    """Accuracy on val, test, the cue-agreeing / cue-conflicting parts of test and the cue-free `nocue`
+    split; how often the prediction names the cue's class when it conflicts (`follows_cue`) and how
+    often removing the patch changes it (`cue_changes_prediction`, nocue holds the same images);
+    confidence on ood.
+    """
+    res, pred, conflict = {}, {}, None
+    for name in ("val", "test", "nocue"):
+        if name not in meta["splits"]:
+            continue
         split = read_split(data_root, name)
         logits = predict(model, split, batch_size, device)
-        pred = logits.argmax(1).numpy()
-        res[f"{name}_accuracy"] = float((pred == split.labels).mean())
+        pred[name] = logits.argmax(1).numpy()
+        res[f"{name}_accuracy"] = float((pred[name] == split.labels).mean())
         if name == "test":
             res["test_max_softmax"] = float(logits.softmax(1).max(1).values.mean())
-            if "cue" in (split.extras or {}):
-                conflict = split.extras["cue"] != split.labels
-                res["test_cue_conflicting_accuracy"] = float((pred[conflict] == split.labels[conflict]).mean())
-                res["test_cue_agreeing_accuracy"] = float((pred[~conflict] == split.labels[~conflict]).mean())
-                res["test_follows_cue"] = float((pred[conflict] == split.extras["cue"][conflict]).mean())
+            subsets = cue_subsets(split)
+            for sub, keep in subsets.items():
+                if keep.any():
+                    res[f"{sub}_accuracy"] = float((pred["test"][keep] == split.labels[keep]).mean())
+            conflict = subsets.get("test_cue_conflicting")
+            if conflict is not None and conflict.any():
+                res["test_cue_conflicting_follows_cue"] = float((pred["test"][conflict] == split.extras["cue"][conflict]).mean())
+    if "nocue" in pred and conflict is not None and conflict.any():
+        res["test_cue_conflicting_cue_changes_prediction"] = float((pred["test"][conflict] != pred["nocue"][conflict]).mean())
     if meta["splits"].get("ood"):
         # ood classes were never trained on, so accuracy is undefined; report how confident the model stays.
         logits = predict(model, read_split(data_root, "ood"), batch_size, device)
@@ -108,12 +171,17 @@ def _lr(base: float, epoch: int, epochs: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
 
+class Diverged(ValueError):
+    """The training loss became NaN or infinite; nothing is written as a result."""
+
+
 def fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg: dict, lr: float, epoch: int, epochs: int,
-              seed: int, device, desc: str) -> dict:
+              seed: int, device, desc: str, lr_key: str = "train.lr") -> dict:
     """One epoch of training plus validation; returns its history row.
 
     The batch order and every random draw come from generators seeded by (seed, epoch) alone, so a
-    resumed run repeats exactly what an uninterrupted one would have done.
+    resumed run repeats exactly what an uninterrupted one would have done. A non-finite loss stops
+    the run (Diverged names the epoch and `lr_key`, the setting that usually causes it).
     """
     torch.manual_seed(seed * 100003 + epoch)
     n, bs = len(train_split), tcfg["batch_size"]
@@ -129,6 +197,9 @@ def fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg: dict, lr: float
         y = torch.from_numpy(train_split.labels[idx]).to(device)
         m = train_split.mask_tensor(idx)
         loss, logits = loss_fn(model, x, y, None if m is None else m.to(device), tcfg)
+        if not torch.isfinite(loss):
+            raise Diverged(f"{desc}: training diverged, loss is {loss.item()} at epoch {epoch + 1} (batch {i // bs + 1}); "
+                           f"lower {lr_key} (now {lr}) and rerun; nothing was written")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -142,13 +213,21 @@ def fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg: dict, lr: float
 
 def save_model(out: Path, mcfg: dict, model, history: list[dict], summary: dict) -> None:
     """Write model.pt (weights + config + history), history.csv and summary.json, each atomically."""
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "history": history}, tmp)
+    save_torch(out / "model.pt", {"model_config": mcfg, "state_dict": model.state_dict(), "history": history})
     with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["epoch", "loss", "train_accuracy", "val_accuracy"])
         writer.writeheader()
         writer.writerows(history)
     save_json(out / "summary.json", summary)
+
+
+def save_torch(path: Path, obj) -> None:
+    """torch.save, byte-identical for identical objects: torch names the zip archive's root folder
+    after the file it writes, so we save to a buffer (root `archive`) and write its bytes atomically."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
 
 
 def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto",
@@ -190,9 +269,8 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
             return {}
         history.append(fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg, tcfg["lr"], epoch, tcfg["epochs"],
                                  seed, device, f"{variant} seed{seed}"))
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                        "epoch": epoch, "history": history}, tmp)
+        save_torch(ckpt_path, {"model_config": mcfg, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                               "epoch": epoch, "history": history})
 
     summary = {"variant": variant, "seed": seed, "dataset": meta["dataset"], "epochs": tcfg["epochs"],
                **evaluate(model, data_root, meta, 256, device)}

@@ -18,7 +18,7 @@ from .. import catalog, paths
 from ..data import read_meta, read_split
 from ..models.lap import calibrate_scores, lapify
 from . import VARIANTS, Variant, losses
-from .fit import evaluate, fit_epoch, load_model, predict, resolve_device, save_model
+from .fit import evaluate, fit_epoch, load_model, model_config, predict, resolve_device, save_model
 from .variants import lap_classifier
 
 VARIANT = "lap_plugin"
@@ -35,8 +35,8 @@ def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str |
     device = resolve_device(device)
     torch.use_deterministic_algorithms(True, warn_only=True)
     meta = read_meta(data_root)
-    model, base_cfg = load_model(src, expect={"dataset": meta["dataset"], "data_sha256": meta["content_sha256"]},
-                                 device=device)
+    expect = {k: v for k, v in model_config(cfg, meta, "standard", seed).items() if k != "seed"}  # --source may be any seed
+    model, base_cfg = load_model(src, expect=expect, device=device)
     if base_cfg["variant"] != "standard":
         raise ValueError(f"{src}: plug-in expects a `standard` checkpoint, got variant {base_cfg['variant']!r}")
     train_split, test_split = read_split(data_root, "train"), read_split(data_root, "test")
@@ -59,7 +59,7 @@ def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str |
     opt = torch.optim.AdamW(model.parameters(), lr=pcfg["lr"], weight_decay=tcfg["weight_decay"])
     val_split = read_split(data_root, "val")
     history = [fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg, pcfg["lr"], epoch, pcfg["epochs"], seed,
-                         device, f"{VARIANT} seed{seed}") for epoch in range(pcfg["epochs"])]
+                         device, f"{VARIANT} seed{seed}", lr_key="train.lap.plugin.lr") for epoch in range(pcfg["epochs"])]
 
     after = evaluate(model, data_root, meta, 256, device)
     summary = {"variant": VARIANT, "seed": seed, "dataset": meta["dataset"], "epochs": pcfg["epochs"], **after,

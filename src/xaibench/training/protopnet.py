@@ -290,7 +290,8 @@ def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
     t = cfg["train"]
     return {"arch": t["arch"], "width": t["width"], "num_classes": len(meta["classes"]),
             "image_size": meta["image_size"], "dataset": meta["dataset"], "data_sha256": meta["content_sha256"],
-            "variant": variant, "seed": seed, "train": {"pretrained": t["pretrained"], "protopnet": t["protopnet"]}}
+            "variant": variant, "seed": seed, "train": {"pretrained": t["pretrained"],
+                                                        "protopnet": {k: v for k, v in t["protopnet"].items() if k != "seeds"}}}
 
 
 def _write_phases(out: Path, rows: list[dict]) -> None:

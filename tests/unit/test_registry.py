@@ -1,0 +1,82 @@
+"""The registry pattern, the catalog as its index, and what is derived from it."""
+import pandas as pd
+import pytest
+
+from xaibench import catalog, config, paths
+from xaibench.cli import build_parser
+from xaibench.registry import Registry
+
+
+def test_registry_refuses_duplicates_and_names_choices():
+    reg = Registry("widget", {"a": {}, "b": {}})
+    reg.register("a", 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a", 2)
+    with pytest.raises(ValueError, match="not listed in xaibench.catalog"):
+        reg.register("zzz", 3)
+    with pytest.raises(ValueError, match=r"unknown widget 'c'; choose from: a, b"):
+        reg.get("c")
+    assert reg.names() == ["a", "b"] and reg.get("a") == 1
+
+
+@pytest.mark.parametrize("section", ["DATASETS", "ARCHITECTURES", "VARIANTS", "EXPLAINERS", "FAMILIES", "FIGURES"])
+def test_every_catalog_entry_has_exactly_its_implementation(section):
+    """Each catalogued name resolves (lazy import of its module) to a registered object."""
+    from xaibench import data, explain, figures, metrics, models, training
+    registry = {"DATASETS": data.DATASETS, "ARCHITECTURES": models.MODELS, "VARIANTS": training.VARIANTS,
+                "EXPLAINERS": explain.EXPLAINERS, "FAMILIES": metrics.FAMILIES, "FIGURES": figures.FIGURES}[section]
+    for name in getattr(catalog, section):
+        assert registry.get(name) is not None
+
+
+def test_schema_enums_and_cli_choices_come_from_the_catalog():
+    tree = config.schema()
+    props = tree["properties"]
+    assert props["train"]["properties"]["variants"]["items"]["enum"] == list(catalog.VARIANTS)
+    assert props["explain"]["properties"]["methods"]["items"]["enum"] == list(catalog.EXPLAINERS)
+    assert props["metrics"]["properties"]["families"]["items"]["enum"] == list(catalog.FAMILIES)
+    assert props["train"]["properties"]["arch"]["enum"] == list(catalog.ARCHITECTURES)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    choices = {a.dest: a.choices for a in sub["train"]._actions}
+    assert list(choices["variant"]) == list(catalog.VARIANTS)
+    assert list({a.dest: a.choices for a in sub["explain"]._actions}["method"]) == list(catalog.EXPLAINERS)
+
+
+def test_every_metric_declares_a_direction_and_arrows_follow_it():
+    for family, spec in catalog.FAMILIES.items():
+        assert set(spec["metrics"].values()) <= {"higher", "lower", "none"}, family
+    assert catalog.arrow("localization", "pointing_game") == " ↑"
+    assert catalog.arrow("entropy", "spatial_entropy") == " ↓"
+    assert catalog.arrow("noise", "score") == ""
+
+
+def test_explainers_apply_only_where_their_capability_is():
+    methods = list(catalog.EXPLAINERS)
+    assert "lap" not in catalog.methods_for(methods, "standard")
+    assert "lap" in catalog.methods_for(methods, "lap_plugin")
+    assert "gradcam" in catalog.methods_for(methods, "standard")
+
+
+def test_unknown_explainer_option_is_refused_naming_the_key():
+    from xaibench import explain
+    with pytest.raises(ValueError, match=r"explain.options.gradcam.steps: not an option of gradcam"):
+        explain.check_options("gradcam", {"steps": 3})
+
+
+def test_variant_source_must_be_trained_too():
+    with pytest.raises(config.ConfigError, match="lap_plugin is trained from the standard model"):
+        config.validate({"train": {"variants": ["lap", "lap_plugin"]}})
+
+
+def test_figure_without_data_writes_a_placeholder_in_every_format(tmp_path, monkeypatch):
+    """Mask-less data: the localization figure has nothing to draw but still writes its declared files."""
+    from xaibench import figures
+    from xaibench.io import save_csv
+    monkeypatch.chdir(tmp_path)
+    cfg = config.validate({"figures": {"formats": ["pdf", "svg"]}})
+    empty = pd.DataFrame(columns=["dataset", "variant", "seed", "method", "split", "metric", "setting", "level", "value"])
+    save_csv(paths.metric_table("digits", "localization"), empty)
+    written = figures.draw(cfg, "digits", ["localization"])
+    assert sorted(p.name for p in written) == ["localization.csv", "localization.md", "localization.pdf", "localization.svg"]
+    assert all(p.stat().st_size > 0 for p in written if p.suffix != ".csv")  # the table: an empty csv
