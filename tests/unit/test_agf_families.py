@@ -75,7 +75,7 @@ def test_families_are_catalogued_with_directions():
 def test_perturbation_rows_label_maps_and_auc(project):
     cfg, model, split = project
     frame = metrics.run("perturbation", _ctx(cfg, perturbation={"max_images": 20}))
-    assert set(frame.method) == {*METHODS, "chance", "oracle"}
+    assert set(frame.method) == {*METHODS, "baseline_random", "baseline_oracle"}
     assert set(frame.setting) == {"predicted", "label"}
     for method in set(frame.method):
         for kind in ("predicted", "label"):
@@ -104,13 +104,13 @@ def test_perturbation_rows_label_maps_and_auc(project):
 def test_segmentation_oracle_nan_and_agf_threshold(project):
     cfg, _, split = project
     frame = metrics.run("segmentation", _ctx(cfg))
-    assert set(frame.method) == {*METHODS, "chance", "oracle", "no_foreground"}
+    assert set(frame.method) == {*METHODS, "baseline_random", "baseline_oracle", "baseline_uniform"}
     for metric in ("pixel_accuracy", "miou", "map", "map_continuous"):
-        oracle = _values(frame, method="oracle", metric=metric)
+        oracle = _values(frame, method="baseline_oracle", metric=metric)
         assert np.isnan(oracle[0]) and np.allclose(oracle[1:], 1.0), metric
         for method in set(frame.method):
             assert np.isnan(_values(frame, method=method, metric=metric)[0])  # empty mask -> NaN everywhere
-    chance = _values(frame, method="chance", metric="pixel_accuracy")[1:]
+    chance = _values(frame, method="baseline_random", metric="pixel_accuracy")[1:]
     assert 0.4 < chance.mean() < 0.6
     masks = torch.from_numpy(split.masks) > 127
     for method, threshold in (("agf", "zero"), ("gradcam", "mean"), ("gxi", "mean")):
@@ -124,12 +124,12 @@ def test_perclass_oracle_chance_and_second_class_maps(project):
     frame = metrics.run("perclass", _ctx(cfg))
     pairs = read_split(paths.prepared("shapes"), "pairs")
     n = len(pairs)
-    assert set(frame.method) == {*METHODS, "chance", "oracle"} and set(frame.split) == {"pairs"}
+    assert set(frame.method) == {*METHODS, "baseline_random", "baseline_oracle"} and set(frame.split) == {"pairs"}
     for kind in ("top", "second"):
-        assert np.allclose(_values(frame, method="oracle", metric="mass_on_explained", setting=kind), 1)
-        assert np.allclose(_values(frame, method="oracle", metric="mass_on_other", setting=kind), 0)
-        assert np.allclose(_values(frame, method="oracle", metric="object_preference", setting=kind), 1)
-        pref = _values(frame, method="chance", metric="object_preference", setting=kind)
+        assert np.allclose(_values(frame, method="baseline_oracle", metric="mass_on_explained", setting=kind), 1)
+        assert np.allclose(_values(frame, method="baseline_oracle", metric="mass_on_other", setting=kind), 0)
+        assert np.allclose(_values(frame, method="baseline_oracle", metric="object_preference", setting=kind), 1)
+        pref = _values(frame, method="baseline_random", metric="object_preference", setting=kind)
         assert len(pref) == n and 0.2 < np.nanmean(pref) < 0.8
     # the second class's map is the explainer's map of that class, scored on that class's object
     x = pairs.tensors()
@@ -150,7 +150,7 @@ def test_methods_setting_restricts_a_family(project):
     cfg = copy.deepcopy(cfg)
     cfg["metrics"]["methods"] = {"segmentation": ["gradcam"]}
     frame = metrics.run("segmentation", metrics.Context(cfg, "shapes", "standard", [0]))
-    assert set(frame.method) == {"gradcam", "chance", "oracle", "no_foreground"}
+    assert set(frame.method) == {"gradcam", "baseline_random", "baseline_oracle", "baseline_uniform"}
     assert metrics.Context(cfg, "shapes", "standard", [0]).methods == METHODS  # no family: all
 
 

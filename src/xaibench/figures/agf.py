@@ -9,7 +9,7 @@ from .. import catalog, paths
 from ..io import atomic_path, save_csv
 from . import NotApplicable, _variants, plt, register, save, table
 
-REFERENCES = {"chance": "#8c8c8c", "no_foreground": "#cfcfcf", "oracle": "#ffffff"}
+REFERENCES = {"baseline_random": "#8c8c8c", "baseline_uniform": "#cfcfcf", "baseline_oracle": "#ffffff"}
 COLOURS = ["#C44E52", "#4C72B0", "#55A868", "#8172B3", "#DD8452", "#937860", "#DA8BC3", "#64B5CD"]
 
 
@@ -71,8 +71,8 @@ def agf_perturbation(cfg, dataset):
                 a = aucs[(aucs.variant == variant) & (aucs.method == method) & (aucs.metric == f"{order}_auc")
                          & (aucs.setting == kind)]["mean"]
                 ref = method in REFERENCES
-                ax.plot(d.level, d["mean"], ls="--" if method == "chance" else ":" if ref else "-", marker=None if ref else "o",
-                        ms=3, lw=1.3 if ref else 1.8, color="black" if method == "oracle" else _colour(method, methods),
+                ax.plot(d.level, d["mean"], ls="--" if method == "baseline_random" else ":" if ref else "-", marker=None if ref else "o",
+                        ms=3, lw=1.3 if ref else 1.8, color="black" if method == "baseline_oracle" else _colour(method, methods),
                         label=f"{method} ({a.iloc[0]:.3f})" if len(a) else method)
                 if not ref:
                     ax.fill_between(d.level, d["mean"] - d["sd"].fillna(0), d["mean"] + d["sd"].fillna(0),

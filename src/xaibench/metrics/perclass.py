@@ -16,7 +16,8 @@ map on its own object against the other one:
 Signed maps (AGF, gradient × input) count their positive part, the evidence for the class (the
 localisation convention). A method without saliency bias has `object_preference` of the `second`
 class well above 0.5. Reference lines: `chance` (uniform random map: mass ∝ object area,
-preference ≈ 0.5) and `oracle` (the explained object's mask: 1, 0, 1).
+preference ≈ 0.5) and `oracle` (the explained object's mask: 1, 0, 1), as rows `baseline_random`
+and `baseline_oracle` (the names of localization.baseline_maps).
 
 The family reads the pairs split itself (it need not be in explain.splits) and runs the model:
 it explains classes the explain step does not (the second class).
@@ -29,7 +30,7 @@ import torch
 from . import register, rows
 from ..tidy import ROW_COLUMNS
 from .localization import relevance_mass
-from .perturbation import uniform_maps
+from .localization import baseline_maps
 
 
 def object_scores(maps: torch.Tensor, own: torch.Tensor, other: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -39,13 +40,6 @@ def object_scores(maps: torch.Tensor, own: torch.Tensor, other: torch.Tensor) ->
     both = e + o
     pref = torch.where(both > 0, e / both.clamp_min(1e-12), torch.nan)
     return {"mass_on_explained": e, "mass_on_other": o, "object_preference": pref}
-
-
-class _Slice:
-    """What `uniform_maps` reads of a batch: its index range and the split's image size."""
-
-    def __init__(self, data, index):
-        self.data, self.index = data, index
 
 
 @register("perclass")
@@ -72,12 +66,10 @@ def perclass(ctx) -> pd.DataFrame:
         first = a_top[:, None, None]
         kinds = {"top": (torch.where(a_top, a, b), torch.where(first, ma, mb), torch.where(first, mb, ma)),
                  "second": (torch.where(a_top, b, a), torch.where(first, mb, ma), torch.where(first, ma, mb))}
-        for method in [*ctx.methods, "chance", "oracle"]:
+        for method in [*ctx.methods, "baseline_random", "baseline_oracle"]:
             for kind, (cls, own, other) in kinds.items():
-                if method == "chance":
-                    maps = uniform_maps(_Slice(data, sl), ctx.seed)
-                elif method == "oracle":
-                    maps = own.float()
+                if method.startswith("baseline_"):
+                    maps = baseline_maps(method[len("baseline_"):], own, seed=int(ctx.seed) * 1_000_003 + i)
                 else:
                     maps = maps_for(model, x, cls.to(ctx.device), method, options.get(method, {})).cpu()
                 for metric, values in object_scores(maps, own, other).items():

@@ -16,8 +16,8 @@ Choices vs the reference (docs/agf_protocol.md):
   the maps of the class to be tested; correctness is always against `labels`, as the reference.
 
 The `perturbation` family (bottom) runs this on every explained split for the maps of the
-predicted class and of the true class (`metrics.perturbation.classes`), with a chance line (a
-uniform random map) and, where the split has masks, an oracle (the object mask ranked first).
+predicted class and of the true class (`metrics.perturbation.classes`), with, where the split has
+masks, a chance line (`baseline_random`) and an oracle (`baseline_oracle`: the mask ranked first).
 """
 from __future__ import annotations
 
@@ -116,17 +116,17 @@ def class_maps(model, batch, wanted: torch.Tensor, options: dict) -> torch.Tenso
     return maps
 
 
-def uniform_maps(b, seed: int) -> torch.Tensor:
-    """Chance line: a uniform random map per image, seeded by `seed` and the image index (so it does
-    not depend on batching); also the map of an explainer that knows nothing."""
-    n, (h, w) = b.index.stop - b.index.start, b.data.images.shape[1:3]
-    return torch.stack([torch.rand(h, w, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + i))
-                        for i in range(b.index.start, b.index.stop)]) if n else torch.zeros(0, h, w)
+def reference_maps(kind: str, seed: int):
+    """A reference line as an `over_maps` reference: localization.baseline_maps of kind `random`
+    (chance: i.i.d. uniform noise, seeded by `seed` and the batch's first image), `uniform`
+    (constant) or `oracle` (the object mask); None on splits without masks."""
+    from .localization import baseline_maps
 
-
-def mask_maps(b) -> torch.Tensor | None:
-    """Oracle line: the object mask as the map (None on splits without masks)."""
-    return None if b.masks is None else b.masks.float()
+    def maps(b):
+        if b.masks is None:
+            return None
+        return baseline_maps(kind, b.masks, seed=int(seed) * 1_000_003 + b.index.start)
+    return maps
 
 
 @register("perturbation")
@@ -140,7 +140,8 @@ def perturbation(ctx) -> pd.DataFrame:
     Signed maps (AGF, gradient × input): ranked as stored (`ranking: signed`, the reference, which
     ranks AGF's signed map and −map), or by their positive part (`ranking: positive`: negative
     evidence ties with zero and goes in the seeded random order).
-    Reference lines: `chance` (uniform random map) and `oracle` (the object mask, splits with masks).
+    Reference lines (splits with masks): `baseline_random` (chance: a uniform random map) and
+    `baseline_oracle` (the object mask ranked first).
     """
     pcfg = ctx.cfg["metrics"]["perturbation"]
     fractions = sorted(pcfg["fractions"])
@@ -172,4 +173,4 @@ def perturbation(ctx) -> pd.DataFrame:
 
     return over_maps(ctx, score, family="perturbation", max_images=pcfg["max_images"],
                      batch_size=ctx.cfg["explain"]["batch_size"],
-                     references={"chance": lambda b: uniform_maps(b, ctx.seed), "oracle": mask_maps})
+                     references={f"baseline_{k}": reference_maps(k, ctx.seed) for k in ("random", "oracle")})

@@ -102,11 +102,11 @@ def segmentation(ctx) -> pd.DataFrame:
     Threshold per explainer from `metrics.segmentation.thresholds` (default `mean`; `agf: zero`, as
     the reference treats AGF, RAP and LRP-αβ). Signed maps are thresholded as stored: at their mean
     (gradient × input, as the reference's signed LRP maps) or at 0 (AGF: positive = evidence for
-    the class). Reference lines: `oracle` (the mask: 1, 1, 1), `chance` (a uniform random map, at
-    its mean) and `no_foreground` (a constant map: everything background, which on small objects
-    beats chance on pixel accuracy and mAP; docs/agf_protocol.md).
+    the class). Reference lines: `baseline_oracle` (the mask: 1, 1, 1), `baseline_random` (chance:
+    uniform noise, at its mean) and `baseline_uniform` (a constant map: no foreground, everything
+    background, which on small objects beats chance on pixel accuracy and mAP; docs/agf_protocol.md).
     """
-    from .perturbation import mask_maps, uniform_maps
+    from .perturbation import reference_maps
     thresholds = ctx.cfg["metrics"]["segmentation"]["thresholds"]
 
     def score(b):
@@ -115,6 +115,5 @@ def segmentation(ctx) -> pd.DataFrame:
             yield name, values
         yield "map_continuous", segmentation_scores(b.maps, b.masks, thr, ap="continuous")["map"]
 
-    refs = {"oracle": mask_maps, "chance": lambda b: uniform_maps(b, ctx.seed),
-            "no_foreground": lambda b: torch.zeros(b.masks.shape)}
+    refs = {f"baseline_{k}": reference_maps(k, ctx.seed) for k in ("random", "uniform", "oracle")}
     return over_maps(ctx, score, family="segmentation", needs_masks=True, references=refs)
