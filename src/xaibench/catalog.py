@@ -130,6 +130,17 @@ FAMILIES = {
                     "metrics": {"spearman": "higher", "l1": "lower", "share_spearman": "higher", "share_l1": "higher",
                                 "classified": "higher", "cue_colour_strength": "none",
                                 "cue_colour_strength_image": "none", "cue_logit_drop": "none"}},
+    # paper D (AGF): on the models AGF applies to (plain layers), beside its baselines
+    "perturbation": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
+                     "applies_to": "plain_layers",
+                     "metrics": {"positive_auc": "lower", "negative_auc": "higher",
+                                 "positive_accuracy": "none", "negative_accuracy": "none"}},
+    "segmentation": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.segmentation",
+                     "applies_to": "plain_layers",
+                     "metrics": {"pixel_accuracy": "higher", "miou": "higher", "map": "higher", "map_continuous": "higher"}},
+    "perclass": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.perclass",
+                 "applies_to": "plain_layers",
+                 "metrics": {"mass_on_explained": "higher", "mass_on_other": "lower", "object_preference": "higher"}},
 }
 
 
@@ -240,5 +251,15 @@ FIGURES = {
     "prototype_cue": {
         "module": "xaibench.figures.prototypes",
         "needs": ["activations"],
+    },
+    # Paper D.
+    "agf_perturbation": {
+        "module": "xaibench.figures.agf",
+        "needs": ["perturbation"],
+        "table": True,
+    },
+    "agf_segmentation": {
+        "module": "xaibench.figures.agf",
+        "needs": ["segmentation", "perclass"],
     },
 }

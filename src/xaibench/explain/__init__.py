@@ -34,6 +34,8 @@ register, get = EXPLAINERS.register, EXPLAINERS.get
 def check_options(method: str, options: dict) -> dict:
     """Refuse option names the explainer does not take, naming the settings key and the choices."""
     params = inspect.signature(get(method)).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return dict(options)  # takes **options and checks their names itself (agf)
     allowed = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY or (p.default is not p.empty)]
     for key in options:
         if key not in allowed:
@@ -83,6 +85,13 @@ def gradcam(model, images, targets):
         (grads,) = torch.autograd.grad(score, feats)
     maps = (grads.mean(dim=(2, 3), keepdim=True) * feats.detach()).sum(1)
     return maps.relu()
+
+
+def maps_for(model, images, targets, method: str, options: dict | None = None) -> torch.Tensor:
+    """Maps [B,H,W] of `method` (with its configured options) for any classes, upsampled to the
+    input as the saved `maps`: what a family needs to explain a class the explain step did not."""
+    return upsample(get(method)(model, images, targets, **check_options(method, options or {})).detach().float(),
+                    images.shape[-2:])
 
 
 def explain_split(model, split, method: str, target: str, batch_size: int, device,

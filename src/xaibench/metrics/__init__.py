@@ -40,6 +40,7 @@ class Context:
     variant: str
     seeds: list[int]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    family: str | None = None  # set by `run`: the family computing, for `metrics.methods.{family}`
 
     @property
     def seed(self) -> int:
@@ -47,8 +48,11 @@ class Context:
 
     @property
     def methods(self) -> list[str]:
-        """The configured explainers that apply to this variant (e.g. `lap` only to LAP models)."""
-        return catalog.methods_for(self.cfg["explain"]["methods"], self.variant)
+        """The configured explainers that apply to this variant (e.g. `lap` only to LAP models), restricted
+        to `metrics.methods.{family}` where that lists the explainers a (costly) family scores."""
+        methods = catalog.methods_for(self.cfg["explain"]["methods"], self.variant)
+        only = self.cfg["metrics"].get("methods", {}).get(self.family) if self.family else None
+        return methods if only is None else [m for m in methods if m in only]
 
     @cache
     def meta(self) -> dict:
@@ -78,7 +82,7 @@ class Batch:
     split: str
     method: str
     index: slice
-    explanation: dict
+    explanation: dict | None
 
     @cached_property
     def data(self):
@@ -103,6 +107,9 @@ class Batch:
 
     @cached_property
     def targets(self) -> torch.Tensor:
+        """The explained classes (a reference map's batch: the labels)."""
+        if self.explanation is None:
+            return self.labels
         return torch.from_numpy(self.explanation["targets"][self.index])
 
     def extra(self, name: str) -> torch.Tensor | None:
@@ -115,12 +122,17 @@ Score = tuple  # (metric, values [B], setting, level); setting and level may be 
 
 
 def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family: str, needs_masks: bool = False,
-              max_images: int | None = None, batch_size: int | None = None) -> pd.DataFrame:
+              max_images: int | None = None, batch_size: int | None = None,
+              references: dict[str, Callable[[Batch], torch.Tensor]] | None = None) -> pd.DataFrame:
     """The loop every map-scoring family shares: split × method × batch -> per-image tidy rows.
 
     `score(batch)` yields (metric, values[B] [, setting [, level]]). With `needs_masks`, splits
-    without masks are skipped (logged) and images with an empty mask score NaN.
+    without masks are skipped (logged) and images with an empty mask score NaN. `references` adds
+    reference lines scored like methods: name -> maps [B,H,W] of a batch (e.g. a random map for
+    chance, the mask for an oracle), or None where a split has no such line (the oracle of a split
+    without masks); their batches have `explanation` None and targets = labels.
     """
+    references = references or {}
     out = []
     for split in ctx.cfg["explain"]["splits"]:
         data = ctx.split(split)
@@ -129,17 +141,22 @@ def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family
             continue
         n = len(data) if max_images is None else min(len(data), max_images)
         step = batch_size or n
-        for method in ctx.methods:
-            explanation = ctx.explanation(ctx.seed, method, split)
+        for method in [*ctx.methods, *references]:
+            explanation = None if method in references else ctx.explanation(ctx.seed, method, split)
             parts = defaultdict(list)
             for i in range(0, n, step):
                 batch = Batch(ctx, split, method, slice(i, min(i + step, n)), explanation)
+                if method in references:
+                    ref = references[method](batch)
+                    if ref is None:
+                        break
+                    batch.maps = ref.float()
                 empty = (~batch.masks.flatten(1).any(1)) if needs_masks else None
                 for metric, values, *rest in score(batch):
                     values = torch.as_tensor(values).detach().float().cpu()
                     if empty is not None and empty.any():
                         values = values.masked_fill(empty, float("nan"))
-                    setting, level = (list(rest) + ["", float("nan")])[:2]
+                    setting, level = (list(rest) + ["", float("nan")][len(rest):])[:2]
                     parts[(metric, setting, level)].append(values)
             for (metric, setting, level), values in parts.items():
                 out.append(rows(method, split, metric, torch.cat(values).numpy(), setting, level))
@@ -153,6 +170,7 @@ def run(name: str, ctx: Context) -> pd.DataFrame:
     if needed and needed not in catalog.VARIANTS[ctx.variant].get("provides", []):
         frame = pd.DataFrame(columns=ROW_COLUMNS)
     else:
+        ctx.family = name
         frame = FAMILIES.get(name)(ctx)
     if frame.empty:
         frame = pd.DataFrame(columns=ROW_COLUMNS)

@@ -14,12 +14,20 @@ Choices vs the reference (docs/agf_protocol.md):
   the test. Negative order ranks `-maps` with the same tie-break.
 - the per-class part (maps of the predicted class, maps of the true class) is the caller's: pass
   the maps of the class to be tested; correctness is always against `labels`, as the reference.
+
+The `perturbation` family (bottom) runs this on every explained split for the maps of the
+predicted class and of the true class (`metrics.perturbation.classes`), with, where the split has
+masks, a chance line (`baseline_random`) and an oracle (`baseline_oracle`: the mask ranked first).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+import pandas as pd
 import torch
+
+from . import over_maps, register
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ORDERS = ("positive", "negative")
@@ -91,3 +99,78 @@ def auc(fractions: Sequence[float], accuracy: torch.Tensor, normalise: bool = Fa
                          f"{x.tolist()} for a curve of shape {tuple(accuracy.shape)}")
     area = torch.trapezoid(accuracy.double(), x.to(accuracy.device), dim=-1)
     return area / (x[-1] - x[0]) if normalise else area
+
+
+# ------------------------------------------------------------------------- the metric family
+def class_maps(model, batch, wanted: torch.Tensor, options: dict) -> torch.Tensor:
+    """The batch's saved maps where they explain `wanted`, recomputed with the same explainer and
+    options (xaibench.explain.get) for the images whose saved target differs (e.g. the true class
+    of a misclassified image); one explainer call per batch for those images only."""
+    from ..explain import maps_for
+    redo = (batch.targets.to(wanted.device) != wanted).nonzero()[:, 0]
+    if batch.explanation is None or not len(redo):
+        return batch.maps  # the same tensor: its curves are computed once for every class kind
+    maps = batch.maps.clone()
+    x = batch.images[redo.to(batch.images.device)]
+    maps[redo] = maps_for(model, x, wanted[redo].to(x.device), batch.method, options).cpu()
+    return maps
+
+
+def reference_maps(kind: str, seed: int):
+    """A reference line as an `over_maps` reference: localization.baseline_maps of kind `random`
+    (chance: i.i.d. uniform noise, seeded by `seed` and the batch's first image), `uniform`
+    (constant) or `oracle` (the object mask); None on splits without masks."""
+    from .localization import baseline_maps
+
+    def maps(b):
+        if b.masks is None:
+            return None
+        return baseline_maps(kind, b.masks, seed=int(seed) * 1_000_003 + b.index.start)
+    return maps
+
+
+@register("perturbation")
+def perturbation(ctx) -> pd.DataFrame:
+    """Positive and negative perturbation curves and AUCs (paper D, research/agf.md §3.2).
+
+    Rows per image: `positive_accuracy` / `negative_accuracy` at level = removed fraction, and
+    `positive_auc` (lower = faithful) / `negative_auc` (higher = faithful) over the fractions
+    (trapezoid, x in [0,1]: at most 0.8 over 10–90%); setting = the class the map explains
+    (`predicted` or `label`). Correct = top-1 equals the label, for both, as the reference.
+    Signed maps (AGF, gradient × input): ranked as stored (`ranking: signed`, the reference, which
+    ranks AGF's signed map and −map), or by their positive part (`ranking: positive`: negative
+    evidence ties with zero and goes in the seeded random order).
+    Reference lines (splits with masks): `baseline_random` (chance: a uniform random map) and
+    `baseline_oracle` (the object mask ranked first).
+    """
+    pcfg = ctx.cfg["metrics"]["perturbation"]
+    fractions = sorted(pcfg["fractions"])
+    model = ctx.model(ctx.seed).eval()
+    mean = None
+    if pcfg["baseline"] == "mean":  # the training images' per-channel mean, in [0,1]
+        mean = (ctx.split("train").images.reshape(-1, 3).mean(0) / 255.0).tolist()
+    options = ctx.cfg["explain"].get("options", {})
+
+    def score(b):
+        labels = b.labels.to(ctx.device)
+        if b.explanation is None:  # reference lines explain no class
+            kinds = {k: b.maps for k in pcfg["classes"]}
+        else:
+            preds = torch.from_numpy(b.explanation["predictions"][b.index])
+            wanted = {"predicted": preds, "label": b.labels}
+            kinds = {k: class_maps(model, b, wanted[k], options.get(b.method, {})) for k in pcfg["classes"]}
+        curves = {}  # one set of forward passes per distinct map tensor
+        for kind, maps in kinds.items():
+            if id(maps) not in curves:
+                ranked = (maps.clamp_min(0) if pcfg["ranking"] == "positive" else maps).to(ctx.device)
+                curves[id(maps)] = {order: perturbation_curves(model, b.images, labels, ranked, fractions, order,
+                                                               pcfg["baseline"], mean, seed=ctx.seed).float().cpu()
+                                    for order in ORDERS}
+            for order, curve in curves[id(maps)].items():
+                for k, p in enumerate(fractions):
+                    yield f"{order}_accuracy", curve[:, k], kind, p
+                yield f"{order}_auc", auc(fractions, curve).float(), kind
+
+    return over_maps(ctx, score, family="perturbation", max_images=pcfg["max_images"],
+                     batch_size=ctx.cfg["explain"]["batch_size"],
+                     references={f"baseline_{k}": reference_maps(k, ctx.seed) for k in ("random", "oracle")})

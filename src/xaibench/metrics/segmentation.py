@@ -19,11 +19,15 @@ All functions take maps [B,H,W] and boolean masks [B,H,W] and return per-image [
 reference pools pixel counts over the dataset for pixel accuracy and mIoU; with equal-size images
 pooled pixel accuracy = the mean of per-image ones, but pooled mIoU is not the mean of per-image
 mIoU: `pooled_scores` gives the reference's pooled numbers from `segmentation_counts`.
+
+The `segmentation` family (bottom) scores every explained split with masks, per image.
 """
 from __future__ import annotations
 
+import pandas as pd
 import torch
 
+from . import over_maps, register
 from .localization import pixel_average_precision
 
 
@@ -88,3 +92,28 @@ def pooled_scores(counts: dict) -> dict[str, float]:
     eps = float(torch.finfo(torch.float64).eps)
     return {"pixel_accuracy": s["correct"] / (s["labelled"] + eps),
             "miou": (s["inter_bg"] / (s["union_bg"] + eps) + s["inter_fg"] / (s["union_fg"] + eps)) / 2}
+
+
+@register("segmentation")
+def segmentation(ctx) -> pd.DataFrame:
+    """Per-image pixel_accuracy, miou, map (binarised map, the AGF script) and map_continuous
+    (Chefer's) of the saved maps (the explained class, predicted by default) vs the object mask.
+
+    Threshold per explainer from `metrics.segmentation.thresholds` (default `mean`; `agf: zero`, as
+    the reference treats AGF, RAP and LRP-αβ). Signed maps are thresholded as stored: at their mean
+    (gradient × input, as the reference's signed LRP maps) or at 0 (AGF: positive = evidence for
+    the class). Reference lines: `baseline_oracle` (the mask: 1, 1, 1), `baseline_random` (chance:
+    uniform noise, at its mean) and `baseline_uniform` (a constant map: no foreground, everything
+    background, which on small objects beats chance on pixel accuracy and mAP; docs/agf_protocol.md).
+    """
+    from .perturbation import reference_maps
+    thresholds = ctx.cfg["metrics"]["segmentation"]["thresholds"]
+
+    def score(b):
+        thr = thresholds.get(b.method, "mean")
+        for name, values in segmentation_scores(b.maps, b.masks, thr, ap="binary").items():
+            yield name, values
+        yield "map_continuous", segmentation_scores(b.maps, b.masks, thr, ap="continuous")["map"]
+
+    refs = {f"baseline_{k}": reference_maps(k, ctx.seed) for k in ("random", "uniform", "oracle")}
+    return over_maps(ctx, score, family="segmentation", needs_masks=True, references=refs)
