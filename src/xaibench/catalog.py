@@ -42,8 +42,10 @@ VARIANTS = {
     "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
                    "source": "standard", "seeds": "lap.plugin.seeds"},
     "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+                  "source": "standard",
                   "seeds": "protopnet.seeds"},
     "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+                       "source": "standard",
                        "seeds": "protopnet.seeds"},
 }
 

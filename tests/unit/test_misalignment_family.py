@@ -11,7 +11,7 @@ from xaibench.data import prepare
 from xaibench.training import protopnet as tp
 
 torch.set_num_threads(1)
-PCFG = {"prototypes_per_class": 2, "prototype_dim": 8, "epochs": 2, "warm_epochs": 1, "push_start": 5,
+PCFG = {"backbone": "scratch", "prototypes_per_class": 2, "prototype_dim": 8, "epochs": 2, "warm_epochs": 1, "push_start": 5,
         "last_layer_epochs": 1, "batch_size": 32, "seeds": [0]}
 
 

@@ -18,7 +18,7 @@ from xaibench.models.protopnet import build
 from xaibench.training import protopnet as tp
 
 torch.set_num_threads(1)
-PCFG = {"prototypes_per_class": 2, "prototype_dim": 8, "epochs": 3, "warm_epochs": 1, "push_start": 1,
+PCFG = {"backbone": "scratch", "prototypes_per_class": 2, "prototype_dim": 8, "epochs": 3, "warm_epochs": 1, "push_start": 1,
         "push_every": 1, "last_layer_epochs": 2, "batch_size": 32}
 
 
@@ -262,3 +262,20 @@ def test_bad_input_names_what_is_wrong():
         get_explainer("proto")(torch.nn.Identity(), x, y)
     with pytest.raises(ValueError, match="unknown architecture .vgg11.; choose from"):
         build({**_mcfg(_cfg()), "arch": "vgg11"})
+
+
+def test_backbone_starts_from_the_trained_standard_model(tiny_project, tiny_cfg):
+    """Default `backbone: standard`: the trunk starts as the standard model of the same seed (warm-up
+    leaves the backbone frozen, as the reference, so after it the trunks are still equal)."""
+    from xaibench import paths
+    from xaibench.training.fit import train as train_standard
+    from xaibench.training.protopnet import train as train_protopnet
+    tiny_cfg["train"]["epochs"] = 1
+    data = tiny_project / "data/prepared/shapes"
+    train_standard(tiny_cfg, data, "standard", 0, paths.model_dir("shapes", "standard", 0), "cpu")
+    tiny_cfg["train"]["protopnet"].update({**PCFG, "backbone": "standard"})
+    train_protopnet(tiny_cfg, data, "protopnet", 0, tiny_project / "proto", "cpu", stop_after=1)  # one warm epoch
+    std = torch.load(paths.model_dir("shapes", "standard", 0) / "model.pt", weights_only=False)["state_dict"]
+    proto = torch.load(tiny_project / "proto/checkpoint.pt", weights_only=False)["state_dict"]
+    trunk = [k for k in std if k.startswith("trunk.") and k.endswith(("weight", "bias"))]  # BN statistics move
+    assert trunk and all(torch.equal(std[k], proto[k]) for k in trunk)

@@ -33,12 +33,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .. import paths
 from ..data import read_meta, read_split
 from ..explain.prototypes import activation_region, upsample_bicubic
 from ..io import atomic_path
 from ..models.protopnet import build
 from . import VARIANTS, Variant
-from .fit import CHANNELS_LAST, evaluate, model_config, predict, resolve_device, save_model
+from .fit import CHANNELS_LAST, evaluate, load_model, model_config, predict, resolve_device, save_model
 
 PROTOPNET_VARIANTS = ("protopnet", "protopnet_comp")
 CHECKPOINT = "checkpoint.pt"
@@ -312,6 +313,10 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
 
     torch.manual_seed(seed)
     model = build(mcfg).to(device, memory_format=CHANNELS_LAST)
+    if p["backbone"] == "standard":  # stands in for the paper's ImageNet-pretrained backbone
+        src = paths.model_dir(meta["dataset"], "standard", seed) / "model.pt"
+        base, _ = load_model(src, expect=model_config(cfg, meta, "standard", seed), device=device)
+        model.trunk.load_state_dict(base.trunk.state_dict())
     opts = optimizers(model, p)
     steps = schedule(p)
     rows, start, stopped = [], 0, False
