@@ -145,17 +145,18 @@ def test_localization_family_rows_baselines_and_cue_subsets(tiny_project, tiny_c
 
     test = read_split(paths.prepared("shapes"), "test")
     patch = box_masks(torch.from_numpy(test.extras["cue_box"]), 32, 32).float().numpy()
-    for method, maps in {"maskmap": test.masks / 255.0, "cuemap": patch}.items():
+    signed = test.masks / 255.0 - 2 * patch  # a signed map (as gxi, agf): evidence on the object, against on the patch
+    for method, maps in {"maskmap": test.masks / 255.0, "cuemap": patch, "signedmap": signed}.items():
         monkeypatch.setitem(catalog.EXPLAINERS, method, {})  # constructed maps, listed for this test only
         save(paths.explanation("shapes", "standard", 0, method, "test"),
              {"maps": maps.astype(np.float16), "targets": test.labels, "predictions": test.labels})
-    cfg = dict(tiny_cfg, explain=dict(tiny_cfg["explain"], methods=["maskmap", "cuemap"]))
+    cfg = dict(tiny_cfg, explain=dict(tiny_cfg["explain"], methods=["maskmap", "cuemap", "signedmap"]))
     frame = metrics.run("localization", metrics.Context(cfg, "shapes", "standard", [0]))
     mean = frame.groupby(["method", "split", "metric"])["value"].mean()
     conflict = test.extras["cue"] != test.labels
     assert set(frame.split) == {"test", "test_cue_agreeing", "test_cue_conflicting"}
     assert (frame[frame.split == "test_cue_conflicting"].groupby(["method", "metric"]).size() == conflict.sum()).all()
-    for method in ("maskmap", "baseline_oracle"):
+    for method in ("maskmap", "baseline_oracle", "signedmap"):  # signed maps: scored on their positive part
         for metric in ("pointing_game", "relevance_mass", "pixel_ap"):
             assert mean[method, "test", metric] == pytest.approx(1.0)
         assert mean[method, "test", "cue_mass"] == 0.0  # objects never lie on the patch

@@ -134,6 +134,7 @@ def localization(cfg, dataset):
             if len(ref):
                 ax.axhline(ref.mean(), ls=ls, c=colour, lw=1, label=method.replace("baseline_", ""))
         ax.set(title=LOCALIZATION[metric] + catalog.arrow("localization", metric), xlabel="explainer", ylabel="score", ylim=(0, 1.02))
+        ax.tick_params(axis="x", labelrotation=35)
         if ax.legend_ and ax is not axes[0][-1]:
             ax.legend_.remove()
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="variant / reference map")

@@ -92,6 +92,12 @@ class Batch:
     def maps(self) -> torch.Tensor:
         return torch.from_numpy(self.explanation["maps"][self.index]).float()
 
+    @property
+    def relevance(self) -> torch.Tensor:
+        """The maps' positive part: what mask-based measures score (signed explainers such as gxi and
+        agf keep their sign in `maps`, for the families whose protocol ranks signed values)."""
+        return self.maps.clamp_min(0)
+
     @cached_property
     def masks(self) -> torch.Tensor | None:
         """Boolean ground-truth masks (the prepared format stores 0-255; > 127 is inside)."""

@@ -106,12 +106,12 @@ def localization(ctx) -> pd.DataFrame:
     data alone (the random map on the model's seed), so they repeat across variants.
     """
     def score(b):
-        yield from _scores(b.maps, b.masks, b.extra("cue_box"))
+        yield from _scores(b.relevance, b.masks, b.extra("cue_box"))
         if b.split == "pairs":  # two objects: relevance mass on the explained object vs the other one
             other_mask = b.extra("masks2") > 127
             on_first = (b.targets == b.labels)[:, None, None]
-            yield "mass_on_target_object", relevance_mass(b.maps, torch.where(on_first, b.masks, other_mask))
-            yield "mass_on_other_object", relevance_mass(b.maps, torch.where(on_first, other_mask, b.masks))
+            yield "mass_on_target_object", relevance_mass(b.relevance, torch.where(on_first, b.masks, other_mask))
+            yield "mass_on_other_object", relevance_mass(b.relevance, torch.where(on_first, other_mask, b.masks))
 
     frame = over_maps(ctx, score, family="localization", needs_masks=True)
     baselines = _baselines(ctx)

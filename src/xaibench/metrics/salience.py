@@ -59,12 +59,14 @@ def histogram_entropy(maps: torch.Tensor) -> torch.Tensor:
 
 
 def resolution_maps(arrays: dict, resolution: str) -> np.ndarray:
-    """The maps of an explanation file at `metrics.salience.resolution`: `native` or `input` (upsampled)."""
+    """The maps of an explanation file at `metrics.salience.resolution`: `native` or `input` (upsampled),
+    positive part only: signed explainers (gxi, agf) are scored on their evidence for the class, as
+    the paper-E measures are defined for non-negative salience."""
     key = "native" if resolution == "native" else "maps"
     if key not in arrays:
         raise ValueError(f"explanation file has no '{key}' maps (made before native maps were stored); "
                          "rerun the explain step")
-    return arrays[key]
+    return np.maximum(arrays[key], 0)
 
 
 @register("entropy")
@@ -113,7 +115,7 @@ def _batches(n: int, size: int):
 def _clean(ctx, method: str, n: int):
     """Saved clean maps [n,H,W] (float16 on disk) and the targets they explain, first n test images."""
     arrays = ctx.explanation(ctx.seed, method, "test")
-    return torch.from_numpy(arrays["maps"][:n]).float(), torch.from_numpy(arrays["targets"][:n]).long()
+    return torch.from_numpy(arrays["maps"][:n]).float().clamp_min(0), torch.from_numpy(arrays["targets"][:n]).long()
 
 
 class _ReuseFeatures:
