@@ -127,21 +127,7 @@ def model_settings(variant):
     train = {k: v for k, v in MODEL_SETTINGS.items() if k not in blocks}
     if own:
         train[own] = config["train"][own]
-    return without_seed_lists(variant, train)
-
-
-def without_seed_lists(variant, train):
-    """`train` without the variant's own seed list (adding a seed must not rerun the other seeds' jobs)."""
-    key = catalog.VARIANTS[variant].get("seeds")
-    if not key:
-        return train
-    *parents, last = key.split(".")
-    train = json.loads(json.dumps(train))
-    node = train
-    for part in parents:
-        node = node.get(part, {})
-    node.pop(last, None)
-    return train
+    return catalog.without_seed_lists(train)  # adding a seed must not rerun the other seeds' jobs
 
 
 def train_settings(wildcards):

@@ -23,6 +23,8 @@ measure describes rather than ranks (figures and tables take arrows and sort ord
 """
 from __future__ import annotations
 
+import copy
+
 DATASETS = {
     "shapes": {"module": "xaibench.data.shapes", "derived_splits": {"nocue": "test"}},  # split: the split it copies
     "digits": {"module": "xaibench.data.digits"},
@@ -69,16 +71,36 @@ def methods_for(methods: list[str], variant: str) -> list[str]:
     return [m for m in methods if EXPLAINERS[m].get("needs") in (None, *provides)]
 
 
-def seeds_for(cfg: dict, variant: str) -> list[int]:
-    """The seeds `variant` is trained for: train.seeds, restricted by the variant's `seeds` key path."""
-    seeds = cfg["train"]["seeds"]
+def seed_list(train: dict, variant: str) -> list[int] | None:
+    """The seed list `variant` names under `train` (its `seeds` key path), or None when it names none
+    or the settings do not hold it."""
     key = VARIANTS[variant].get("seeds")
-    if key is None:
-        return list(seeds)
-    node = cfg["train"]
-    for part in key.split("."):
+    node = train
+    for part in key.split(".") if key else [None]:
+        if not isinstance(node, dict) or part not in node:
+            return None
         node = node[part]
-    return [s for s in seeds if s in node]
+    return node if isinstance(node, list) else None
+
+
+def seeds_for(cfg: dict, variant: str) -> list[int]:
+    """The seeds `variant` is trained for: train.seeds, restricted by the variant's own seed list."""
+    own = seed_list(cfg["train"], variant)
+    return [s for s in cfg["train"]["seeds"] if own is None or s in own]
+
+
+def without_seed_lists(train: dict) -> dict:
+    """A copy of training settings without any variant's seed list (e.g. lap.plugin.seeds): which
+    seeds run is not part of what a model is, so it must not enter model configs or rule params."""
+    out = copy.deepcopy(train)
+    for entry in VARIANTS.values():
+        *parents, last = entry.get("seeds", "").split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
 
 
 def featviz_models(cfg: dict) -> list[tuple[str, int]]:

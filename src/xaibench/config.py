@@ -134,7 +134,7 @@ def _check_relations(cfg: dict) -> None:
             raise ConfigError("train.lap.injection: mask needs masks but data.folder.masks is null (use mil or none)")
     from . import catalog
     for variant, entry in catalog.VARIANTS.items():  # per-variant seed lists (lap_plugin, protopnet)
-        extra = sorted(set(_at(train, entry["seeds"]) or ()) - set(train["seeds"])) if entry.get("seeds") else []
+        extra = sorted(set(catalog.seed_list(train, variant) or ()) - set(train["seeds"]))
         if extra:
             raise ConfigError(f"train.{entry['seeds']}: seeds {extra} are not in train.seeds {train['seeds']}")
     for variant in cfg["train"]["variants"]:
@@ -146,15 +146,6 @@ def _check_relations(cfg: dict) -> None:
         raise ConfigError(f"featviz.seeds: {missing} not in train.seeds {cfg['train']['seeds']}; "
                           "prototypes are generated only for trained models")
     return cfg
-
-
-def _at(node, key_path: str):
-    """The value at a dotted key path of a (raw) settings mapping, or None when absent."""
-    for part in key_path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node if isinstance(node, list) else None
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:

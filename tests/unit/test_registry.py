@@ -80,3 +80,17 @@ def test_figure_without_data_writes_a_placeholder_in_every_format(tmp_path, monk
     written = figures.draw(cfg, "digits", ["localization"])
     assert sorted(p.name for p in written) == ["localization.csv", "localization.md", "localization.pdf", "localization.svg"]
     assert all(p.stat().st_size > 0 for p in written if p.suffix != ".csv")  # the table: an empty csv
+
+
+def test_seed_lists_are_not_part_of_a_model():
+    """Adding a plug-in or ProtoPNet seed must not change the config (so the checkpoints and rule
+    params) of any other model: every variant's seed list is dropped at one place."""
+    from xaibench.training.fit import model_config
+    meta = {"classes": ["a", "b"], "image_size": 32, "dataset": "shapes", "content_sha256": "x"}
+    one = config.validate({"train": {"seeds": [0, 1]}})
+    two = config.validate({"train": {"seeds": [0, 1], "lap": {"plugin": {"seeds": [0, 1]}},
+                                     "protopnet": {"seeds": [0, 1]}}})
+    for variant in ("lap", "lap_plugin", "protopnet"):
+        assert model_config(one, meta, variant, 0) == model_config(two, meta, variant, 0)
+    assert catalog.seeds_for(two, "lap_plugin") == [0, 1] and catalog.seeds_for(one, "lap_plugin") == [0]
+    assert catalog.seed_list({"lap": {}}, "lap_plugin") is None and catalog.seed_list({}, "standard") is None

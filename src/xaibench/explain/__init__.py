@@ -46,10 +46,11 @@ def check_options(method: str, options: dict) -> dict:
 
 @contextmanager
 def capture(modules: dict):
-    """Record the outputs of named modules during a forward pass: `with capture({"l1": m}) as out:`."""
+    """Record detached copies of named modules' outputs during a forward pass:
+    `with capture({"l1": m}) as out: model(x)`; copies, so a later in-place op (ReLU(inplace)) cannot alter them."""
     out, handles = {}, []
     for name, module in modules.items():
-        handles.append(module.register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o)))
+        handles.append(module.register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o.detach().clone())))
     try:
         yield out
     finally:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..explain import capture
 from . import register
 from .similarity import spearman
 
@@ -39,19 +40,14 @@ def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def record(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Activations {layer name: [B, units]} (float32, flattened in C,H,W order) plus 'logits' [B,K]."""
     model.eval()
-    named = layers(model)
-    store: dict[str, list[torch.Tensor]] = {n: [] for n, _ in named}
-    store["logits"] = []
-    def keep(name):  # clone: a later in-place op (e.g. ReLU(inplace)) must not alter what we stored
-        return lambda _m, _i, out: store[name].append(out.detach().flatten(1).float().clone())
-    hooks = [m.register_forward_hook(keep(n)) for n, m in named]
+    named = dict(layers(model))
+    store: dict[str, list[torch.Tensor]] = {n: [] for n in [*named, "logits"]}
     device = next(model.parameters()).device
-    try:
-        for i in range(0, len(images), batch_size):
-            store["logits"].append(model(images[i:i + batch_size].to(device)).float())
-    finally:
-        for h in hooks:
-            h.remove()
+    for i in range(0, len(images), batch_size):
+        with capture(named) as out:
+            store["logits"].append(model(images[i:i + batch_size].to(device)).detach().float())
+        for n in named:
+            store[n].append(out[n].flatten(1).float())
     return {n: torch.cat(v).cpu() for n, v in store.items()}
 
 

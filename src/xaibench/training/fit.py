@@ -6,7 +6,6 @@ weights as an uninterrupted run.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import math
@@ -45,22 +44,9 @@ def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
         "arch": train["arch"], "width": train["width"], "num_classes": len(meta["classes"]),
         "image_size": meta["image_size"], "dataset": meta["dataset"], "data_sha256": meta["content_sha256"],
         "variant": variant, "seed": seed,
-        "train": _without_seed_lists({k: train[k] for k in ("pretrained", "epochs", "batch_size", "lr", "weight_decay")
-                                      + tuple(k for k in [catalog.VARIANTS[variant].get("settings")] if k)}),
+        "train": catalog.without_seed_lists({k: train[k] for k in ("pretrained", "epochs", "batch_size", "lr", "weight_decay")
+                                             + tuple(k for k in [catalog.VARIANTS[variant].get("settings")] if k)}),
     }
-
-
-def _without_seed_lists(train: dict) -> dict:
-    """Drop the per-variant seed lists (e.g. lap.plugin.seeds): which seeds run is not part of a model."""
-    train = copy.deepcopy(train)
-    for entry in catalog.VARIANTS.values():
-        *parents, last = entry.get("seeds", "").split(".")
-        node = train
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return train
 
 
 def build(mcfg: dict):

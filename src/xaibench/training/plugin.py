@@ -54,7 +54,7 @@ def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str |
     init_logits = predict(model, test_split, 256, device)
 
     mcfg = {**base_cfg, "variant": VARIANT, "seed": seed, "source": {"path": str(src), "seed": base_cfg["seed"]},
-            "train": {**base_cfg["train"], "lap": lcfg}}
+            "train": catalog.without_seed_lists({**base_cfg["train"], "lap": lcfg})}
     loss_fn = losses.lap
     opt = torch.optim.AdamW(model.parameters(), lr=pcfg["lr"], weight_decay=tcfg["weight_decay"])
     val_split = read_split(data_root, "val")
