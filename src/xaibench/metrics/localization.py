@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import over_maps, register, rows
+from . import over_maps, register
 
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -113,10 +113,10 @@ def localization(ctx) -> pd.DataFrame:
             yield "mass_on_target_object", relevance_mass(b.relevance, torch.where(on_first, b.masks, other_mask))
             yield "mass_on_other_object", relevance_mass(b.relevance, torch.where(on_first, other_mask, b.masks))
 
-    frame = over_maps(ctx, score, family="localization", needs_masks=True)
-    baselines = _baselines(ctx)
-    if not baselines.empty:
-        frame = pd.concat([frame, baselines], ignore_index=True)
+    sigma = ctx.cfg["metrics"]["localization"]["gaussian_sigma"]
+    references = {f"baseline_{kind}": (lambda b, kind=kind: baseline_maps(kind, b.masks, sigma, ctx.seed))
+                  for kind in BASELINES}
+    frame = over_maps(ctx, score, family="localization", needs_masks=True, references=references)
     return _with_cue_subsets(ctx, frame)
 
 
@@ -125,24 +125,6 @@ def _scores(maps, masks, boxes):
         yield name, fn(maps, masks)
     if boxes is not None and boxes.any():
         yield "cue_mass", cue_mass(maps, box_masks(boxes, *masks.shape[1:]))
-
-
-def _baselines(ctx) -> pd.DataFrame:
-    """The reference maps of BASELINES scored like an explainer on every explained split with masks."""
-    sigma = ctx.cfg["metrics"]["localization"]["gaussian_sigma"]
-    out = []
-    for split in ctx.cfg["explain"]["splits"]:
-        data = ctx.split(split)
-        if data.masks is None:
-            continue
-        masks = torch.from_numpy(data.masks) > 127
-        boxes = (data.extras or {}).get("cue_box")
-        empty = ~masks.flatten(1).any(1)
-        for kind in BASELINES:
-            maps = baseline_maps(kind, masks, sigma, ctx.seed)
-            for name, values in _scores(maps, masks, None if boxes is None else torch.from_numpy(boxes)):
-                out.append(rows(f"baseline_{kind}", split, name, values.masked_fill(empty, float("nan")).numpy()))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
 def _with_cue_subsets(ctx, frame: pd.DataFrame) -> pd.DataFrame:
