@@ -49,9 +49,7 @@ SPLITS = config["explain"]["splits"]
 FAMILIES = config["metrics"]["families"]
 FORMATS = config["figures"]["formats"]
 FEATVIZ = catalog.featviz_models(config)  # paper B: the (variant, seed) models that get prototypes
-HAVE = set(FAMILIES) | {"explanations"} | ({"prototypes"} if FEATVIZ else set())
-FIGURES = [n for n, spec in catalog.FIGURES.items()
-           if set(spec["needs"]) <= HAVE and set(spec.get("variants", VARIANTS)) & set(VARIANTS)]
+FIGURES = catalog.figures_for(config)
 
 
 MODEL_FAMILIES = [f for f in FAMILIES if catalog.FAMILIES[f]["scope"] == "model"]

@@ -111,6 +111,15 @@ def featviz_models(cfg: dict) -> list[tuple[str, int]]:
             if s in fv["seeds"]]
 
 
+def figures_for(cfg: dict) -> list[str]:
+    """Figures this configuration can draw: those whose needs (families, explanations, generated
+    prototypes) are all computed and, where a figure names variants, one of them is trained."""
+    have = set(cfg["metrics"]["families"]) | {"explanations"} | ({"prototypes"} if featviz_models(cfg) else set())
+    variants = set(cfg["train"]["variants"])
+    return [name for name, spec in FIGURES.items()
+            if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
+
+
 def direction(family: str, metric: str) -> str:
     """"higher", "lower" or "none": which way `metric` of `family` is better."""
     return FAMILIES.get(family, {}).get("metrics", {}).get(metric, "none")

@@ -218,12 +218,7 @@ def _classes(dataset):
     return read_meta(paths.prepared(dataset))["classes"]
 
 
-def wanted(cfg: dict) -> list[str]:
-    """Figures this configuration can draw: those whose metric families are all computed."""
-    have = set(cfg["metrics"]["families"]) | {"explanations"} | ({"prototypes"} if catalog.featviz_models(cfg) else set())
-    variants = set(cfg["train"]["variants"])
-    return [name for name, spec in catalog.FIGURES.items()
-            if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
+wanted = catalog.figures_for  # the figures this configuration can draw (the Snakefile asks the same)
 
 
 def outputs(cfg: dict, dataset: str, name: str) -> list[Path]:
