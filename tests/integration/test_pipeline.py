@@ -122,8 +122,10 @@ def test_slurm_profile_lists_the_same_jobs_with_gpu_for_training(tmp_path):
     local = run(["snakemake", "-n", "--cores", "2"], root)
     slurm = run(["snakemake", "-n", "--profile", "profiles/slurm"], root)
     assert jobs_of(slurm.stdout + slurm.stderr) == jobs_of(local.stdout + local.stderr)
-    train_blocks = [b for b in (slurm.stdout + slurm.stderr).split("\n\n") if "rule train_model" in b]
-    assert train_blocks and all("gpu=1" in b for b in train_blocks)
+    blocks = (slurm.stdout + slurm.stderr).split("\n\n")
+    for rule in ("rule train_model", "rule explain_"):  # every explain_{variant} rule too
+        gpu_blocks = [b for b in blocks if rule in b]
+        assert gpu_blocks and all("gpu=1" in b for b in gpu_blocks), rule
 
 
 def test_paper_preset_dry_runs_on_a_folder_dataset(tmp_path):
