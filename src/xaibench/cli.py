@@ -96,10 +96,11 @@ def cmd_measure(args, cfg):
     ctx = metrics.Context(cfg, args.dataset, args.variant, seeds, resolve_device(cfg["device"]))
     unit = f"seed{args.seed}" if per_model else "seeds"
     for family in args.family:
+        start = time.perf_counter()
         frame = metrics.run(family, ctx)
         with atomic_path(paths.measure_unit(args.dataset, family, args.variant, unit)) as tmp:
             frame.to_parquet(tmp, index=False)
-        print(f"{family} {args.variant} {unit}: {len(frame)} rows", flush=True)
+        print(f"{family} {args.variant} {unit}: {len(frame)} rows in {time.perf_counter() - start:.1f}s", flush=True)
 
 
 def cmd_aggregate(args, cfg):

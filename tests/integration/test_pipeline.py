@@ -47,6 +47,9 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         assert (REPO / f"report/captions/{name}.rst").is_file(), f"figure {name} has no report caption"
     assert (root / "results/summary.json").is_file()
     assert list((root / "results/benchmarks/train").rglob("*.tsv"))  # Snakemake's per-job time and memory
+    log = (root / "results/logs/train/shapes/standard/seed0.log").read_text()
+    epochs = [line for line in log.splitlines() if " epoch " in line]  # one line per epoch, no bar redraws
+    assert "\r" not in log and len(epochs) == cfg["train"]["epochs"] and "val_acc" in epochs[-1]
 
 
 def test_smoke_run_has_paper_a(smoke_run):

@@ -177,3 +177,20 @@ def test_summary_reports_cue_subsets_and_nocue(tiny_project, tiny_cfg):
     assert split_key("test_cue_agreeing_accuracy") == ("test_cue_agreeing", "accuracy")
     assert split_key("nocue_accuracy") == ("nocue", "accuracy")
     assert split_key("test_max_softmax") == ("test", "max_softmax") and split_key("epochs") is None
+
+
+def test_progress_without_a_terminal_is_one_line_per_step(capsys):
+    """A job's log gets one closing line per loop (count, time, the figures noted last), no bar redraws."""
+    from xaibench.progress import Progress
+    bar = Progress(desc="toy epoch 1/1", unit="batches", total=40)
+    for _ in range(40):
+        bar.update()
+        bar.note(loss=0.25)
+    bar.close()
+    for _ in Progress(range(3), "explain toy test", unit="batches"):
+        pass
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2 and err == ""
+    assert lines[0].startswith("toy epoch 1/1: 40 batches in ") and lines[0].endswith("loss 0.250")
+    assert lines[1].startswith("explain toy test: 3 batches in ")

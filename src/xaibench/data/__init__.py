@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .. import catalog
+from ..progress import Progress
 from ..registry import Registry
 from .store import Split, read_meta, read_split, write_meta, write_split
 
@@ -37,7 +36,7 @@ def prepare(name: str, data_cfg: dict, out: str | Path) -> dict:
     size, seed = data_cfg["image_size"], data_cfg["seed"]
     gen = DATASETS.get(name)(data_cfg[name], size, seed)
     splits, digest = {}, hashlib.sha256()
-    with tqdm(desc=f"prepare {name}", unit="split") as bar:
+    with Progress(desc=f"prepare {name}", unit="splits") as bar:
         try:
             while True:
                 split, arrays = next(gen)

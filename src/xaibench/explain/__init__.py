@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .. import catalog
 from ..io import save_npz
+from ..progress import Progress
 from ..registry import Registry
 
 EXPLAINERS = Registry("explainer", catalog.EXPLAINERS)
@@ -107,7 +107,7 @@ def explain_split(model, split, method: str, target: str, batch_size: int, devic
     options = check_options(method, options or {})
     native, maps, targets, logits = [], [], [], []
     model.eval()
-    for i in tqdm(range(0, len(split), batch_size), desc=f"explain {method} {split.name}", mininterval=1):
+    for i in Progress(range(0, len(split), batch_size), f"explain {method} {split.name}", unit="batches"):
         x = split.tensors(slice(i, i + batch_size)).to(device)
         with torch.no_grad():
             z = model(x)

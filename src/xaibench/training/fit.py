@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from ..data import read_meta, read_split
 from ..io import atomic_path, save_json
+from ..progress import Progress
 from .. import catalog
 from ..models import load_pretrained
 from . import VARIANTS
@@ -190,8 +189,8 @@ def fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg: dict, lr: float
         group["lr"] = _lr(lr, epoch, epochs)
     model.train()
     total, correct, seen = 0.0, 0, 0
-    bar = tqdm(range(0, n, bs), desc=f"{desc} epoch {epoch + 1}/{epochs}", mininterval=1)
-    for i in bar:
+    bar = Progress(desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batches", total=math.ceil(n / bs))
+    for i in range(0, n, bs):
         idx = np.sort(order[i:i + bs])
         x = train_split.tensors(idx).to(device, memory_format=CHANNELS_LAST)
         y = torch.from_numpy(train_split.labels[idx]).to(device)
@@ -206,8 +205,11 @@ def fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg: dict, lr: float
         total += loss.item() * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
-        bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.update()
+        bar.note(loss=total / seen, acc=correct / seen)
     val_acc = float((predict(model, val_split, 256, device).argmax(1).numpy() == val_split.labels).mean())
+    bar.note(loss=total / seen, acc=correct / seen, val_acc=val_acc)
+    bar.close()
     return {"epoch": epoch + 1, "loss": total / seen, "train_accuracy": correct / seen, "val_accuracy": val_acc}
 
 

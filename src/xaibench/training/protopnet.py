@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .. import paths
 from ..data import read_meta, read_split
 from ..explain.prototypes import activation_region, upsample_bicubic
 from ..io import atomic_path
 from ..models.protopnet import build
+from ..progress import Progress
 from . import VARIANTS, Variant
 from .fit import CHANNELS_LAST, evaluate, load_model, model_config, predict, resolve_device, save_model
 
@@ -233,7 +233,8 @@ def _epoch(model, opt, split, val_split, p, compensate, seed, step, device, desc
     order, bs = _order(len(split), seed, step), p["batch_size"]
     model.train()
     sums, correct, seen = {k: 0.0 for k in ("loss", "cross_entropy", "cluster", "separation", "l1", "compensation")}, 0, 0
-    for i in tqdm(range(0, len(split), bs), desc=desc, mininterval=1):
+    bar = Progress(desc=desc, unit="batches", total=math.ceil(len(split) / bs))
+    for i in range(0, len(split), bs):
         idx = np.sort(order[i:i + bs])
         x = split.tensors(idx).to(device, memory_format=CHANNELS_LAST)
         y = torch.from_numpy(split.labels[idx]).to(device)
@@ -245,7 +246,11 @@ def _epoch(model, opt, split, val_split, p, compensate, seed, step, device, desc
             sums[k] += float(v.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
+        bar.update()
+        bar.note(loss=sums["loss"] / seen, acc=correct / seen)
     val_acc = float((predict(model, val_split, 256, device).argmax(1).numpy() == val_split.labels).mean())
+    bar.note(loss=sums["loss"] / seen, acc=correct / seen, val_acc=val_acc)
+    bar.close()
     return {**{k: v / seen for k, v in sums.items()}, "train_accuracy": correct / seen, "val_accuracy": val_acc}
 
 
@@ -350,6 +355,8 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
             if cache is None:  # after a push, or on resume inside a last-layer phase: same eval-mode values
                 cache = (_min_distances(model, train_split, device), _min_distances(model, val_split, device))
             row = _last_epoch(model, opts["last"], cache, train_split, val_split, p, seed, s)
+        if phase in ("push", "last"):  # short steps without a bar: one line each
+            print(f"{desc}: val_acc {row['val_accuracy']:.3f}", flush=True)
         else:
             opt = opts[phase]
             if phase == "joint":  # StepLR stepped before each joint epoch: lr = base * gamma^((k+1) // step)
