@@ -7,7 +7,6 @@ from .. import catalog, paths
 from . import PALETTE, NotApplicable, _classes, mosaic, plt, register, save, seed_points, table, tile
 
 METHOD_COLOURS = {"prototype": "#C44E52", "fourier_fv": "#4C72B0", "pixel_ascent": "#8C8C8C", "natural": "#55A868"}
-VARIANT_STYLES = ["-", "--", ":", "-."]
 
 
 def _cue_colours(dataset: str, k: int):
@@ -66,37 +65,38 @@ def activation_paths(cfg, dataset):
         raise NotApplicable("no activation rows (featviz selects no model, or `activations` found no prototypes)")
     variants = [v for v in cfg["train"]["variants"] if v in set(data.variant)]
     methods = [m for m in METHOD_COLOURS if m in set(data.method)] + sorted(set(data.method) - set(METHOD_COLOURS))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    for ax, metric in zip(axes, ("spearman", "l1")):
+    # Small multiples: one column per model variant, rows Spearman / L1, one line per method.
+    fig, axes = plt.subplots(2, len(variants), figsize=(1.2 + 3.1 * len(variants), 6.6), sharey="row", squeeze=False)
+    for row, metric in enumerate(("spearman", "l1")):
         curves = _per_layer(data[data.metric == metric])
-        names = None
-        order = sorted(curves, key=lambda vm: (methods.index(vm[1]), variants.index(vm[0]) if vm[0] in variants else 99))
-        for variant, method in order:
-            depth, layer_names, values = curves[(variant, method)]
-            if variant not in variants:
-                continue
-            names = layer_names if names is None or len(layer_names) > len(names) else names
-            ax.plot(depth, values, VARIANT_STYLES[variants.index(variant) % len(VARIANT_STYLES)],
-                    color=METHOD_COLOURS.get(method, "black"), marker="o", ms=3.5,
-                    lw=2.2 if method == "natural" else 1.5, label=f"{method} / {variant}")
-        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, fontsize=8)
-        ax.set_xlabel("layer (input → logits)")
-        if metric == "spearman":
-            ax.axhline(0, color="grey", ls=":", lw=1)
-            ax.text(len(names), 0, "0 = no rank agreement ", color="grey", fontsize=7, va="top", ha="right")
-            ax.set(ylabel="Spearman ρ with the class mean" + catalog.arrow("activations", metric),
-                   title="rank similarity of activations to the class mean")
-        else:
-            ax.set_yscale("log")
-            ax.set(ylabel="L1 to the class mean per unit (log)" + catalog.arrow("activations", metric),
-                   title="distance of activations from the class mean")
-    axes[1].legend(fontsize=7, title="method / variant", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        for col, variant in enumerate(variants):
+            ax = axes[row, col]
+            names = []
+            for method in methods:
+                if (variant, method) not in curves:
+                    continue
+                depth, layer_names, values = curves[(variant, method)]
+                names = layer_names if len(layer_names) > len(names) else names
+                ax.plot(depth, values, color=METHOD_COLOURS.get(method, "black"), marker="o", ms=3.5,
+                        lw=2.4 if method == "natural" else 1.5, label=method)
+            ax.set_xticks(range(1, len(names) + 1), names if row else [], rotation=30, fontsize=8)
+            if row == 0:
+                ax.set_title(variant)
+                ax.axhline(0, color="grey", ls=":", lw=1)
+            else:
+                ax.set_yscale("log")
+                ax.set_xlabel("layer (input → logits)")
+    axes[0, 0].set_ylabel("Spearman ρ with the class mean" + catalog.arrow("activations", "spearman"))
+    axes[1, 0].set_ylabel("L1 to the class mean per unit (log)" + catalog.arrow("activations", "l1"))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    axes[0, -1].legend(handles, labels, fontsize=8, title="method", title_fontsize=8, loc="upper left",
+                       bbox_to_anchor=(1.02, 1))
     shares = table(dataset, "activations")
     share = shares[shares.metric == "share_spearman"].groupby("method")["value"].mean()
     note = ", ".join(f"{m} {share[m]:.2f}" for m in methods if m in share)
     fig.suptitle(f"{dataset}: activation paths of generated images vs natural test images of the class "
                  f"(mean over images and seeds)\nshare of layers closer (Spearman) than the "
-                 f"{cfg['metrics']['activations']['quantile']:g}-quantile natural image: {note}", fontsize=10, y=1.06)
+                 f"{cfg['metrics']['activations']['quantile']:g}-quantile natural image: {note}", fontsize=10, y=1.02)
     return save(fig, cfg, dataset, "activation_paths")
 
 
