@@ -12,8 +12,10 @@ Layout under `data.cub.root` (nothing is downloaded; docs/protopnet.md says wher
     CUB_200_2011/images/<class dir>/<file>.jpg
     segmentations/<class dir>/<file>.png   optional, a separate download (also accepted inside
                                            CUB_200_2011/); used as the `masks` of the data contract
-Masks are cropped and resized with their image (nearest neighbour) and kept at their grey levels
-(the distributed masks are not all binary; scoring thresholds at 127, training scales to 0-1).
+Masks are cropped and resized with their image (nearest neighbour) and kept at their grey levels,
+read like `folder`'s masks (any mode or bit depth; scoring thresholds at 127, training scales to 0-1).
+They are what localisation metrics and mask-trained variants compare maps with; paper A's variants
+and its benchmark do not use them.
 
 Splits: `test` = the official test images; `val` = a seeded per-class `val_fraction` of the
 official training images (the reference has no validation set and trains on all 5,994); `train` =
