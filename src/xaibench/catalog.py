@@ -29,6 +29,7 @@ DATASETS = {
     "shapes": {"module": "xaibench.data.shapes", "derived_splits": {"nocue": "test"}},  # split: the split it copies
     "digits": {"module": "xaibench.data.digits"},
     "folder": {"module": "xaibench.data.folder"},
+    "cub": {"module": "xaibench.data.cub"},  # CUB-200-2011 as distributed, cropped to bird boxes (paper A)
 }
 
 ARCHITECTURES = {

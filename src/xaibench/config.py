@@ -127,11 +127,13 @@ def _check_relations(cfg: dict) -> None:
         if missing:
             raise ConfigError(f"explain.splits: {missing} not prepared for dataset {dataset} "
                               f"(it has {split_names(dataset, cfg['data'])})")
-    if "folder" in cfg["datasets"] and cfg["data"]["folder"]["masks"] is None:
+    no_masks = {"folder": ("null", cfg["data"]["folder"]["masks"] is None), "cub": ("false", cfg["data"]["cub"]["masks"] is False)}
+    for name in (d for d in cfg["datasets"] if no_masks.get(d, ("", False))[1]):
+        off = f"data.{name}.masks is {no_masks[name][0]}"
         if "salience" in train["variants"]:
-            raise ConfigError("train.variants: salience needs human masks but data.folder.masks is null")
+            raise ConfigError(f"train.variants: salience needs human masks but {off}")
         if "lap" in train["variants"] and train["lap"]["injection"] == "mask":
-            raise ConfigError("train.lap.injection: mask needs masks but data.folder.masks is null (use mil or none)")
+            raise ConfigError(f"train.lap.injection: mask needs masks but {off} (use mil or none)")
     from . import catalog
     for variant, entry in catalog.VARIANTS.items():  # per-variant seed lists (lap_plugin, protopnet)
         extra = sorted(set(catalog.seed_list(train, variant) or ()) - set(train["seeds"]))

@@ -1,6 +1,7 @@
 """The real Snakemake pipeline on the smoke preset: outputs, tidy tables, no-op rerun, figures only."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -12,6 +13,7 @@ from xaibench import catalog, config
 from xaibench.figures import wanted
 from xaibench.tidy import COLUMNS
 
+from ..cub_tree import CLASS_NAMES, make_cub_tree
 from .helpers import REPO, copy_workflow, jobs_of, run
 
 pytestmark = pytest.mark.integration
@@ -148,6 +150,30 @@ def test_paper_preset_dry_runs_on_a_folder_dataset(tmp_path):
     jobs = jobs_of(out.stdout + out.stderr)
     cfg = config.load(root / "params.yaml")
     assert jobs["train_model"] == sum(len(catalog.seeds_for(cfg, v)) for v in cfg["train"]["variants"]) >= 20
+
+
+def test_paper_a_preset_plans_protopnet_on_a_cub_tree(tmp_path):
+    """The documented paper A command (paper.yaml + paper_a.yaml) on a tiny CUB-shaped tree: the plan
+    trains standard, protopnet and protopnet_comp on `cub` with resnet34, and `prepare` really reads the tree."""
+    make_cub_tree(tmp_path / "raw")
+    root = copy_workflow(tmp_path / "wf", preset=None)
+    override = tmp_path / "data.yaml"
+    override.write_text(yaml.safe_dump({"data": {"cub": {"root": str(tmp_path / "raw"), "val_fraction": 0.5}}}))
+    presets = ["--configfile", "presets/paper.yaml", "presets/paper_a.yaml", str(override)]
+    out = run(["snakemake", "-n", "-p", *presets], root)
+    text = out.stdout + out.stderr
+    jobs = jobs_of(text)
+    cfg = config.load(root / "params.yaml", [root / "presets/paper.yaml", root / "presets/paper_a.yaml", override])
+    assert cfg["datasets"] == ["cub"] and cfg["train"]["arch"] == "resnet34"
+    assert jobs["prepare_cub"] == 1 and "prepare_folder" not in jobs
+    assert jobs["train_model"] == sum(len(catalog.seeds_for(cfg, v)) for v in cfg["train"]["variants"]) == 9
+    assert jobs["explain_protopnet"] == jobs["explain_protopnet_comp"] == 3
+    trains = [line for line in text.splitlines() if "xaibench train" in line and "--variant protopnet" in line]
+    assert len(trains) == 6 and all("--dataset cub" in t and '"arch": "resnet34"' in t for t in trains)
+    run(["snakemake", "--cores", "1", "prepare", *presets], root)
+    meta = json.loads((root / "data/prepared/cub/meta.json").read_text())
+    assert meta["classes"] == list(CLASS_NAMES) and meta["image_size"] == 224 and meta["has_masks"]
+    assert meta["splits"] == {"train": 3, "val": 3, "test": 6}
 
 
 def test_figure_jobs_see_every_setting_they_print_and_only_configured_formats(tmp_path):
