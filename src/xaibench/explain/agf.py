@@ -25,12 +25,12 @@ model should be in eval mode (BatchNorm/Dropout are re-run once as in the forwar
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from . import register
 
@@ -146,9 +146,17 @@ class _Rec:
     parts: tuple = ()                         # residual block: (main out, skip out, sum before ReLU)
 
 
+def _residual_blocks() -> tuple:
+    """torchvision's BasicBlock and Bottleneck, if torchvision built a model in this process (a model
+    holding them imported their module); otherwise () and nothing is imported: importing
+    torchvision.models costs about as long as importing torch, in every explain job."""
+    resnet = sys.modules.get("torchvision.models.resnet")
+    return (resnet.BasicBlock, resnet.Bottleneck) if resnet else ()
+
+
 def _branch(block):
     """Main branch of a torchvision residual block and the convs the reference propagates flat."""
-    if isinstance(block, BasicBlock):
+    if isinstance(block, _residual_blocks()[0]):
         return [block.conv1, block.bn1, block.relu, block.conv2, block.bn2], {block.conv2}
     return ([block.conv1, block.bn1, block.relu, block.conv2, block.bn2, block.relu, block.conv3, block.bn3],
             {block.conv1, block.conv3})
@@ -160,7 +168,7 @@ def _run(layers, x, tape, flat_convs=frozenset()):
             x = _run(list(m), x, tape, flat_convs)
         elif isinstance(m, nn.Identity):
             continue
-        elif isinstance(m, (BasicBlock, Bottleneck)):
+        elif isinstance(m, _residual_blocks()):
             main, flat = _branch(m)
             rec = _Rec(m, x)
             h = _run(main, x, rec.main, flat)
@@ -259,7 +267,7 @@ def _block(rec, R, G, o: Options, trace):
 def _back(tape, R, G, o: Options, trace=None):
     for rec in reversed(tape):
         m = rec.module
-        if isinstance(m, (BasicBlock, Bottleneck)):
+        if isinstance(m, _residual_blocks()):
             R_in = _block(rec, R, G, o, trace)
         elif isinstance(m, nn.Conv2d):
             R_in = _conv(rec, R, G, o)
