@@ -69,3 +69,30 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
                 out[key] = value
             writer.writerow(out)
     return path
+
+
+def job_times(benchmarks: str | Path) -> "pd.DataFrame":
+    """Every job's Snakemake benchmark file under `benchmarks` (results/benchmarks/{phase}/...tsv) as
+    one row: path, phase, rule (phase + the variant or family the job is for), s, max_rss (MB),
+    cpu_time, end (file mtime, seconds) and start = end − s. Snakemake writes the file when the job
+    ends and records no start time, so `start` is an approximation (it also shifts by the time
+    between the job's end and the write)."""
+    import pandas as pd
+
+    root = Path(benchmarks)
+    rows = []
+    for path in sorted(root.rglob("*.tsv")):
+        frame = pd.read_csv(path, sep="\t")
+        if frame.empty or "s" not in frame:
+            continue
+        parts = path.relative_to(root).with_suffix("").parts
+        phase = parts[0]
+        rule = f"{phase} {parts[2]}" if len(parts) >= 4 else phase
+        end = path.stat().st_mtime
+        s = float(frame["s"].iloc[-1])
+        rows.append({"path": str(path.relative_to(root)), "phase": phase, "rule": rule, "s": s,
+                     "max_rss": float(frame.get("max_rss", pd.Series([float("nan")])).iloc[-1]),
+                     "cpu_time": float(frame.get("cpu_time", pd.Series([float("nan")])).iloc[-1]),
+                     "end": end, "start": end - s})
+    columns = ["path", "phase", "rule", "s", "max_rss", "cpu_time", "end", "start"]
+    return pd.DataFrame(rows, columns=columns)
