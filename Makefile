@@ -55,7 +55,7 @@ BENCH_RUNS ?= results/benchmarks
 bench: $(VENV)/.installed
 	nice python benchmarks/speed.py --runs $(BENCH_RUNS)
 	nice python benchmarks/growth.py
-	snakemake --cores 1 --quiet results/figures/speed.png --forcerun speed_figure
+	snakemake results/figures/speed.png --cores 1
 
 lint: $(VENV)/.installed
 	snakemake --lint

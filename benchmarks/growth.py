@@ -57,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=128, help="images of the smallest size (doubled twice)")
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=1, help="runs per size, interleaved (size 1, 2, 3, 1, 2, 3, ...); best kept")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--out", default="results/benchmarks/growth.csv")
     ap.add_argument("--child", nargs=3, metavar=("ROOT", "N", "SEEDS"), help=argparse.SUPPRESS)
@@ -76,12 +77,14 @@ def main() -> None:
         dcfg = copy.deepcopy(cfg["data"])
         dcfg["shapes"].update(n_train=16, n_val=16, n_test=sizes[-1][0], n_ood=16, n_pairs=16)
         prepare("shapes", dcfg, Path(tmp) / "shapes")
-        for n, s in sizes:
-            out = subprocess.run([sys.executable, __file__, "--params", args.params, "--child",
-                                  str(Path(tmp) / "shapes"), str(n), str(s)],
-                                 check=True, capture_output=True, text=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    frame = pd.DataFrame(rows)
+        for _ in range(args.reps):
+            for n, s in sizes:
+                out = subprocess.run([sys.executable, __file__, "--params", args.params, "--child",
+                                      str(Path(tmp) / "shapes"), str(n), str(s)],
+                                     check=True, capture_output=True, text=True)
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    frame = pd.DataFrame(rows).groupby(["images", "seeds"], as_index=False).agg(
+        seconds=("seconds", "min"), peak_rss_mb=("peak_rss_mb", "max"))
     frame["image_models"] = frame.images * frame.seeds
     frame["ms_per_image_model"] = 1000 * frame.seconds / frame.image_models
     frame["time_vs_first"] = frame.seconds / frame.seconds.iloc[0]

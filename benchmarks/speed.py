@@ -109,21 +109,21 @@ def explainers(cfg, meta, test, reps) -> list[dict]:
     for ours in ("gradient", "gxi", "ig"):
         rows.append(speed.compare(f"{ours} vs forward floor", ours, times, "forward"))
 
-    # SmoothGrad: 50 noisy copies per image, so a smaller batch (16 images = 800 forward images)
-    xs, ts = x[:16], t[:16]
+    # SmoothGrad: 50 noisy copies per image, so a smaller batch (8 images = 400 forward images)
+    xs, ts = x[:8], t[:8]
     nt = NoiseTunnel(Saliency(std))
     sg = opts.get("smoothgrad", {})
     samples, noise = sg.get("samples", 50), sg.get("noise", 0.15)
     times = speed.interleaved({
-        "forward (16 images)": floor(std, xs),
+        "forward (8 images)": floor(std, xs),
         "smoothgrad": lambda: explain.get("smoothgrad")(std, xs, ts, samples=samples, noise=noise),
         "captum NoiseTunnel(Saliency)": lambda: abs_sum(nt.attribute(
             xs, nt_type="smoothgrad", nt_samples=samples, stdevs=noise, target=ts, abs=False,
             nt_samples_batch_size=256 // len(xs))),
     }, reps)
     rows += [speed.compare("smoothgrad vs Captum", "smoothgrad", times, "captum NoiseTunnel(Saliency)", 1.0,
-                           "<= Captum", note=f"batch 16, {samples} samples"),
-             speed.compare("smoothgrad vs forward floor", "smoothgrad", times, "forward (16 images)")]
+                           "<= Captum", note=f"batch 8, {samples} samples"),
+             speed.compare("smoothgrad vs forward floor", "smoothgrad", times, "forward (8 images)")]
 
     # Self-explaining variants: their explainers against their own model's forward pass.
     lapm, proto = model(cfg, meta, "lap"), model(cfg, meta, "protopnet")
