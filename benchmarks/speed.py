@@ -2,7 +2,8 @@
 timed against its floor and its peers in one process, interleaved (xaibench.speed), 1 torch thread.
 
 Writes results/benchmarks/speed.csv (one row per comparison; ratio = our time / the reference's,
-best of >= 7 interleaved repetitions; `met` = ratio <= limit) and prints it. Targets (issue 14):
+the median over >= 7 interleaved repetitions of the per-repetition ratio (xaibench.speed), beside
+best and median times; `met` = ratio <= limit) and prints it. Targets (issue 14):
 Grad-CAM <= 1.1x the forward floor and faster than pytorch-grad-cam and Captum; every explainer
 Captum also has at most Captum's time; AGF <= 3x the forward floor; metric functions >= 100x
 Quantus on the same maps; training >= 0.9x the bare loop's throughput (time ratio <= 1/0.9);
@@ -308,11 +309,13 @@ def startup(reps: int, runs: Path) -> list[dict]:
     row = speed.compare("job start-up vs mean job time", "job imports", times, f"mean of {len(jobs)} jobs in {runs}"
                         if jobs else None, 0.10, "< 10% of the mean job time", reference_s=jobs or None,
                         note="" if jobs else f"no benchmark files under {runs}: run the default pipeline first")
-    if jobs:  # the mean, not the best job: the share of the run's time
+    if jobs:  # against the mean job, not the best: the share of the run's time
         row.update(reference_s_best=statistics.mean(jobs), reference_s_median=statistics.median(jobs))
-        row.update(ratio=row["ours_s_best"] / row["reference_s_best"],
+        row.update(ratio=row["ours_s_median"] / row["reference_s_best"],
+                   ratio_best=row["ours_s_best"] / row["reference_s_best"],
                    ratio_median=row["ours_s_median"] / row["reference_s_median"])
         row["met"] = bool(row["ratio"] <= 0.10)
+        row["note"] = "ratio: median start-up / mean job time (reference_s_best holds the mean)"
     return [row, speed.compare("job imports vs bare interpreter", "job imports", times, "python -c pass")]
 
 
@@ -340,7 +343,8 @@ def main() -> None:
     import pandas as pd
     frame = pd.read_csv(path)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 45):
-        print(frame[["item", "ours_s_best", "reference_s_best", "ratio", "ratio_median", "target", "met"]].to_string(index=False))
+        print(frame[["item", "ours_s_best", "ours_s_median", "reference_s_best", "reference_s_median", "ratio",
+                     "ratio_best", "target", "met"]].to_string(index=False))
     print(f"{path}: {len(rows)} rows in {time.perf_counter() - start:.0f} s")
 
 

@@ -24,16 +24,18 @@ def test_compare_ratio_target_and_csv(tmp_path):
     times = {"ours": [2.0, 1.0, 3.0], "peer": [4.0, 8.0, 5.0]}
     row = speed.compare("x vs peer", "ours", times, "peer", limit=0.5, target="2x faster")
     assert (row["ours_s_best"], row["ours_s_median"], row["reference_s_best"]) == (1.0, 2.0, 4.0)
-    assert row["ratio"] == 0.25 and row["ratio_median"] == 2.0 / 5.0 and row["met"] is True
+    # per-repetition ratios 2/4, 1/8, 3/5: their median is the paired ratio
+    assert row["ratio"] == 0.5 and row["ratio_best"] == 0.25 and row["ratio_median"] == 2.0 / 5.0
+    assert row["met"] is True                                   # 0.5 <= limit 0.5
     assert speed.compare("x", "ours", times, "peer", limit=0.2)["met"] is False
     alone = speed.compare("x alone", "ours", times, None)
     assert alone["ratio"] == "" and alone["met"] == ""  # measured, no reference
     explicit = speed.compare("x vs jobs", "ours", times, "jobs", limit=0.1, reference_s=[20.0, 30.0])
-    assert explicit["ratio"] == 1.0 / 20.0 and explicit["met"] is True
+    assert explicit["ratio"] == 2.0 / 25.0 and explicit["met"] is True  # unpaired: median / median
     path = speed.write_csv([row, alone], tmp_path / "speed.csv")
     frame = pd.read_csv(path)
     assert list(frame.columns) == speed.COLUMNS
-    assert frame.ratio.iloc[0] == 0.25 and bool(frame.met.iloc[0]) and pd.isna(frame.ratio.iloc[1])
+    assert frame.ratio.iloc[0] == 0.5 and bool(frame.met.iloc[0]) and pd.isna(frame.ratio.iloc[1])
 
 
 def test_job_times_reads_snakemake_benchmark_files(tmp_path):

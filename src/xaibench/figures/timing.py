@@ -98,7 +98,7 @@ def draw_speed(table: pd.DataFrame, out: str | Path) -> Path:
     ax.axvline(1, color="grey", lw=0.8, ls=":")
     for yi, r in zip(y, data.ratio):
         ax.text(r, yi, f" {r:.3g}", va="center", fontsize=7)
-    ax.set(xlabel="our time / reference time (best of the interleaved repetitions; < 1: ours faster)",
+    ax.set(xlabel="our time / reference time (median of the per-repetition ratios; < 1: ours faster)",
            title="Speed against floors and peers (make bench)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
