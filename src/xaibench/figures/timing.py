@@ -39,8 +39,12 @@ def lanes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
 
 
 def draw_timing(jobs: pd.DataFrame, out: str | Path) -> Path:
-    if jobs.empty:
-        raise ValueError("no job benchmark files to draw (run the pipeline first)")
+    if jobs.empty:  # e.g. results pulled from the DVC remote: no job ran here, so none was timed
+        fig, ax = plt.subplots(figsize=(8, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no job benchmark files under results/benchmarks: no job of this run was timed here\n"
+                "(results pulled from a remote, or benchmark files deleted)", ha="center", va="center")
+        return _save(fig, out)
     phases = [p for p in PHASES if p in set(jobs.phase)] + sorted(set(jobs.phase) - set(PHASES))
     colours = dict(zip(phases, plt.get_cmap("tab10").colors))
     by_rule = jobs.groupby("rule").agg(s=("s", "sum"), n=("s", "size"), phase=("phase", "first")).sort_values("s")
