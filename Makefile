@@ -2,7 +2,8 @@
 #   make reproduce   create .venv, install, run the whole default reproduction, build the report
 #   make test        create .venv, install with test extras, run the test suite
 # Other targets: figures (redraw from existing metrics), pull (fetch cached stages from the DVC
-# remote and re-stamp them so Snakemake does not rerun), smoke (CI-sized run), lint.
+# remote and re-stamp them so Snakemake does not rerun), smoke (CI-sized run), lint,
+# bench (speed against floors and peers, cost growth: results/benchmarks/{speed,growth}.csv, < 5 min).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,7 @@ CORES  ?= all
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: reproduce test figures pull smoke lint clean-results
+.PHONY: reproduce test figures pull smoke lint bench clean-results
 
 $(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +46,16 @@ pull: $(VENV)/.installed
 
 smoke: $(VENV)/.installed
 	snakemake --cores $(CORES) --configfile presets/smoke.yaml
+
+# speed.csv: every explainer / metric / the training epoch / the loader / job start-up against its floor
+# and peers (benchmarks/speed.py); growth.csv: time and peak memory as images and seeds double;
+# the speed figure goes to results/figures/speed.png (and into the report once speed.csv exists).
+# BENCH_RUNS: the benchmark files of a default run, for the start-up share (default: this checkout's).
+BENCH_RUNS ?= results/benchmarks
+bench: $(VENV)/.installed
+	nice python benchmarks/speed.py --runs $(BENCH_RUNS)
+	nice python benchmarks/growth.py
+	snakemake results/figures/speed.png --cores 1
 
 lint: $(VENV)/.installed
 	snakemake --lint

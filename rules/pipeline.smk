@@ -191,6 +191,37 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
             "xaibench figures --dataset {wildcards.dataset} {params.only} --config {params.settings:q} > {log} 2>&1"
 
 
+# Where the time went: every job's benchmark file as per-phase / per-rule sums and a timeline. It
+# runs after every figure (their files are its input), so only its own job is missing from it.
+rule timing:
+    input:
+        figure_files(),
+        "results/summary.json",
+    output:
+        report("results/figures/timing.png", caption="../report/captions/timing.rst", category="run",
+               labels={"figure": "timing"}),
+    log:
+        "results/logs/figures/timing.log",
+    shell:
+        "python -m xaibench.figures.timing --benchmarks results/benchmarks --timing {output:q} > {log} 2>&1"
+
+
+# `make bench` writes results/benchmarks/speed.csv; when it exists, the report shows it too.
+SPEED_CSV = "results/benchmarks/speed.csv"
+
+
+rule speed_figure:
+    input:
+        SPEED_CSV,
+    output:
+        report("results/figures/speed.png", caption="../report/captions/speed.rst", category="run",
+               labels={"figure": "speed"}),
+    log:
+        "results/logs/figures/speed.log",
+    shell:
+        "python -m xaibench.figures.timing --speed {input:q} {output:q} > {log} 2>&1"
+
+
 # Phase targets (what dvc.yaml's stages call). Each names every file of its phase, not only the
 # last ones, so that a deleted intermediate file (a split, a model.pt) is regenerated: Snakemake
 # only rebuilds a missing file that a job it runs asks for.
@@ -223,3 +254,5 @@ rule measure:
 rule figures:
     input:
         figure_files(),
+        rules.timing.output,
+        rules.speed_figure.output if Path(SPEED_CSV).is_file() else [],

@@ -75,7 +75,7 @@ def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
     assert "Running stage 'figures'" in text
     for stage in ("prepare", "train", "explain", "generate", "measure"):
         assert f"Running stage '{stage}'" not in text, stage
-    assert set(jobs_of(text)) == {"draw_figures_1", "draw_figures_2", "figures"}
+    assert set(jobs_of(text)) == {"draw_figures_1", "draw_figures_2", "timing", "figures"}
 
 
 def test_figures_redraw_from_pulled_metrics(smoke_run, tmp_path):
@@ -85,5 +85,5 @@ def test_figures_redraw_from_pulled_metrics(smoke_run, tmp_path):
     run(venv_make("pull"), clone, timeout=600)
     shutil.rmtree(clone / "results/figures")
     out = run(["snakemake", "--cores", "2", "figures"], clone)
-    assert set(jobs_of(out.stdout + out.stderr)) == {"draw_figures_1", "draw_figures_2", "figures"}
+    assert set(jobs_of(out.stdout + out.stderr)) == {"draw_figures_1", "draw_figures_2", "timing", "figures"}
     assert (clone / "results/figures/shapes/accuracy.png").is_file()

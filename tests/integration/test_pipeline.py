@@ -80,7 +80,8 @@ def test_figures_target_redraws_without_training(smoke_run):
     shutil.rmtree(root / "results/figures")
     out = run(["snakemake", "--cores", "2", "figures"], root)
     jobs = jobs_of(out.stdout + out.stderr)
-    assert set(jobs) == {"draw_figures_1", "draw_figures_2", "figures"}, jobs
+    assert set(jobs) == {"draw_figures_1", "draw_figures_2", "timing", "figures"}, jobs
+    assert (root / "results/figures/timing.png").is_file()  # where the time went, from the jobs' benchmark files
     assert (root / "results/figures/shapes/accuracy.png").is_file()
 
 
@@ -98,7 +99,7 @@ def test_changed_setting_reruns_only_what_depends_on_it(smoke_run, tmp_path):
     params["figures"]["dpi"] = 72
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     out = run(["snakemake", "-n", "--configfile", str(tmp_path / "p.yaml")], root)
-    assert set(jobs_of(out.stdout + out.stderr)) == {"draw_figures_1", "draw_figures_2", "all"}  # nothing upstream
+    assert set(jobs_of(out.stdout + out.stderr)) == {"draw_figures_1", "draw_figures_2", "timing", "all"}  # nothing upstream
 
 
 def test_featviz_option_regenerates_only_paper_b(smoke_run, tmp_path):

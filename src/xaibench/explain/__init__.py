@@ -79,9 +79,13 @@ def gradcam(model, images, targets):
     Channel weights are the spatial mean of d logit_c / d A_k; map = ReLU(sum_k w_k A_k) on the
     feature grid. Upsampled, it matches pytorch-grad-cam's GradCAM and Captum's
     LayerGradCam(relu_attributions=True).
+    The trunk runs without autograd (its graph is never needed): the only backward pass is through
+    the head, so the whole method costs about one forward pass.
     """
+    with torch.no_grad():
+        feats = model.features(images)
     with torch.enable_grad():
-        feats = model.features(images).detach().requires_grad_(True)
+        feats.requires_grad_(True)
         score = model.classify(feats).gather(1, targets[:, None]).sum()
         (grads,) = torch.autograd.grad(score, feats)
     maps = (grads.mean(dim=(2, 3), keepdim=True) * feats.detach()).sum(1)

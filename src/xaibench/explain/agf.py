@@ -80,10 +80,10 @@ def _dims(t):
 
 
 def _sdiv(a, b, eps):
-    """Reference safe_divide: a / (b + eps), exactly 0 where b == 0."""
+    """Reference safe_divide: a / (b + eps), exactly 0 where b == 0 (in place where it can be)."""
     den = b + eps
-    den = den + (den == 0).to(den.dtype) * eps
-    return a / den * (b != 0).to(b.dtype)
+    den.masked_fill_(den == 0, eps)                 # = den + 1[den == 0]·eps, as den is 0 there
+    return (a / den).mul_((b != 0).to(b.dtype))
 
 
 def _maxnorm(v, eps):
@@ -106,11 +106,28 @@ def _z_rule(fn, X, R, eps):
     return X.detach() * g
 
 
-def _vjp(fn, X, V):
-    X = X.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(fn(X), X, V)
-    return g
+def _conv_t(m, weight, V, shape):
+    """Vector-Jacobian product of X -> conv(X, weight) (m's stride, padding, ...): the transposed
+    convolution autograd would run, without the forward pass autograd would first make."""
+    with torch.no_grad():
+        return torch.nn.grad.conv2d_input(shape, weight.detach(), V, m.stride, m.padding, m.dilation, m.groups)
+
+
+def _z_conv(m, weight, X, R, eps):
+    """`_z_rule` for X -> conv(X, weight): one forward, one transposed convolution, no autograd graph
+    (the same kernels autograd calls, so the same numbers)."""
+    with torch.no_grad():
+        mask = (R != 0).to(R.dtype)
+        Z = m._conv_forward(X, weight.detach(), None).mul_(mask)
+        return X * _conv_t(m, weight, _sdiv(R, Z, eps).mul_(mask), X.shape)
+
+
+def _z_relu(X, R, eps):
+    """`_z_rule` for ReLU, elementwise: the ReLU's gradient is 1[relu(X) > 0]."""
+    with torch.no_grad():
+        mask = (R != 0).to(R.dtype)
+        Y = F.relu(X)
+        return X * torch.where(Y > 0, _sdiv(R, Y * mask, eps).mul_(mask), 0.0)
 
 
 def _factorise(V, phi, o: Options):
@@ -144,6 +161,7 @@ class _Rec:
     main: list = field(default_factory=list)  # residual block: main-branch records
     skip: list = field(default_factory=list)  # residual block: downsample records
     parts: tuple = ()                         # residual block: (main out, skip out, sum before ReLU)
+    indices: torch.Tensor | None = None       # MaxPool2d with disjoint windows: argmax of each window
 
 
 def _residual_blocks() -> tuple:
@@ -180,6 +198,10 @@ def _run(layers, x, tape, flat_convs=frozenset()):
         elif isinstance(m, nn.ReLU):
             tape.append(_Rec(m, x, F.relu(x)))                    # never in place: x is kept
             x = tape[-1].y
+        elif _disjoint_maxpool(m):
+            y, idx = F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)
+            tape.append(_Rec(m, x, y, indices=idx))
+            x = y
         elif isinstance(m, (nn.Conv2d, nn.Linear, nn.Flatten) + _POOLS + _PASS):
             rec = _Rec(m, x, m(x), flat=m in flat_convs)
             if isinstance(m, nn.Linear) and tape and isinstance(tape[-1].module, nn.Flatten) \
@@ -192,6 +214,25 @@ def _run(layers, x, tape, flat_convs=frozenset()):
                              "Conv2d, BatchNorm2d, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Dropout, "
                              "Flatten, Linear, Identity, torchvision BasicBlock/Bottleneck")
     return x
+
+
+def _disjoint_maxpool(m) -> bool:
+    """A MaxPool2d whose windows do not overlap: its z-rule can route relevance by the forward's
+    indices (each input receives from at most one window, so no sum order to differ from autograd's)."""
+    if not isinstance(m, nn.MaxPool2d):
+        return False
+    k, s, d = (v if isinstance(v, tuple) else (v, v) for v in (m.kernel_size, m.stride or m.kernel_size, m.dilation))
+    return all(si >= di * (ki - 1) + 1 for ki, si, di in zip(k, s, d))
+
+
+def _z_maxpool(rec, R, eps):
+    """`_z_rule` for a disjoint-window MaxPool2d from its recorded output and indices (no second pass)."""
+    with torch.no_grad():
+        mask = (R != 0).to(R.dtype)
+        V = _sdiv(R, rec.y * mask, eps).mul_(mask)
+        X = rec.x.detach()
+        g = torch.zeros_like(X).flatten(2).scatter_(2, rec.indices.flatten(2), V.flatten(2)).view_as(X)
+        return X * g
 
 
 def _tensors(tape):
@@ -207,13 +248,13 @@ def _conv(rec, R, G, o: Options):
     m, X = rec.module, rec.x.detach()
     if X.shape[1] == o.zb_channels:
         return _zbox(m, X, R, o.eps)
-    wabs = m.weight.abs()
-    C = _z_rule(lambda t: m._conv_forward(t, wabs, None), X.abs(), R, o.eps)
+    wabs = m.weight.detach().abs()
+    C = _z_conv(m, wabs, X.abs(), R, o.eps)
     if o.flat or (o.block_flat and rec.flat):
         return C
     mask = (R != 0).to(R.dtype)
     g = G[id(rec.x)]
-    g_m = _vjp(lambda t: m._conv_forward(t, m.weight, None), X, G[id(rec.y)] * mask)  # grad through f(X)·1[R≠0]
+    g_m = _conv_t(m, m.weight, G[id(rec.y)] * mask, X.shape)  # grad through f(X)·1[R≠0]
     numer = 0
     if o.gradcam:
         numer = (X * g_m.mean((2, 3), keepdim=True)).mean(1, keepdim=True).relu()
@@ -227,7 +268,7 @@ def _conv(rec, R, G, o: Options):
     if not o.no_fdx:
         resid = resid + _factorise(g_m, C.mean(1, keepdim=True), o).relu()
     if not o.no_a:
-        resid = resid + _z_rule(lambda t: m._conv_forward(t, wabs, None), torch.ones_like(X), R, o.eps)
+        resid = resid + _z_conv(m, wabs, torch.ones_like(X), R, o.eps)
     return _delta_shift(C, resid * (C != 0).to(C.dtype))
 
 
@@ -235,13 +276,13 @@ def _zbox(m, X, R, eps):
     """z^B rule with the image's own bounds l = min X, h = max X (per image, as the reference)."""
     lo = X.amin(_dims(X), keepdim=True) * torch.ones_like(X)
     hi = X.amax(_dims(X), keepdim=True) * torch.ones_like(X)
-    wp, wn = m.weight.clamp(min=0), m.weight.clamp(max=0)
-    ins = [t.requires_grad_(True) for t in (X.clone(), lo, hi)]
-    with torch.enable_grad():
-        Z = m._conv_forward(ins[0], m.weight, None) - m._conv_forward(ins[1], wp, None) \
-            - m._conv_forward(ins[2], wn, None)
-        grads = torch.autograd.grad(Z, ins, _sdiv(R, Z.detach(), eps))
-    return sum(t.detach() * gr for t, gr in zip(ins, grads))
+    w = m.weight.detach()
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+    with torch.no_grad():
+        Z = m._conv_forward(X, w, None) - m._conv_forward(lo, wp, None) - m._conv_forward(hi, wn, None)
+        V = _sdiv(R, Z, eps)
+        grads = (_conv_t(m, w, V, X.shape), _conv_t(m, wp, -V, X.shape), _conv_t(m, wn, -V, X.shape))
+    return sum(t * gr for t, gr in zip((X, lo, hi), grads))
 
 
 def _linear(rec, R, G, o: Options):
@@ -256,7 +297,7 @@ def _linear(rec, R, G, o: Options):
 
 def _block(rec, R, G, o: Options, trace):
     h, s, pre = (t.detach() for t in rec.parts)
-    R = _z_rule(F.relu, pre, R, o.eps)
+    R = _z_relu(pre, R, o.eps)
     S = _sdiv(R, pre * (R != 0).to(R.dtype), o.eps)               # Add: z-rule split
     r_main = _back(rec.main, h * S, G, o, trace)
     r_skip = _back(rec.skip, s * S, G, o, trace)
@@ -277,8 +318,12 @@ def _back(tape, R, G, o: Options, trace=None):
             R_in = R.reshape(rec.x.shape)
         elif isinstance(m, _PASS):
             R_in = R
-        else:                                                      # ReLU and pools: z-rule
-            R_in = _z_rule(m if not isinstance(m, nn.ReLU) else F.relu, rec.x, R, o.eps)
+        elif isinstance(m, nn.ReLU):
+            R_in = _z_relu(rec.x.detach(), R, o.eps)
+        elif rec.indices is not None:
+            R_in = _z_maxpool(rec, R, o.eps)
+        else:                                                      # pools: z-rule
+            R_in = _z_rule(m, rec.x, R, o.eps)
         if trace is not None:
             trace.append((type(m).__name__, R, R_in))
         R = R_in

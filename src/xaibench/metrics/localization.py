@@ -17,8 +17,8 @@ from . import over_maps, register
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """1 if a maximum of the map lies inside the mask (any of tied maxima, as Quantus), else 0."""
     flat = maps.flatten(1)
-    at_max = flat == flat.max(1, keepdim=True).values
-    return (at_max & masks.flatten(1)).any(1).float()
+    at_max = flat == flat.amax(1, keepdim=True)  # amax: no argmax indices to compute
+    return at_max.logical_and_(masks.flatten(1)).any(1).float()
 
 
 def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
