@@ -2,7 +2,9 @@
 #   make reproduce   create .venv, install, run the whole default reproduction, build the report
 #   make test        create .venv, install with test extras, run the test suite
 # Other targets: figures (redraw from existing metrics), pull (fetch cached stages from the DVC
-# remote and re-stamp them so Snakemake does not rerun), smoke (CI-sized run), lint.
+# remote and re-stamp them so Snakemake does not rerun), smoke (CI-sized run), lint, cluster-test
+# (as root, with slurm-wlm, munge, openssh-server installed: the smoke run on a throwaway SLURM
+# cluster and a DVC remote behind a throwaway sshd on localhost; tests/cluster/run.sh).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,13 +13,13 @@ CORES  ?= all
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: reproduce test figures pull smoke lint clean-results
+.PHONY: reproduce test figures pull smoke lint clean-results cluster-test
 
 $(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -c envs/constraints.txt -e ".[test,slurm]"
+	$(BIN)/pip install --quiet -c envs/constraints.txt -e ".[test,slurm,ssh]"
 	touch $@
 
 # dvc repro runs each phase's Snakemake target, so dvc.lock records exactly the results on disk:
@@ -48,6 +50,9 @@ smoke: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	snakemake --lint
+
+cluster-test: $(VENV)/.installed
+	bash tests/cluster/run.sh
 
 clean-results:
 	rm -rf results .snakemake
