@@ -11,6 +11,10 @@ export XAIBENCH_CLUSTER_STATE="${XAIBENCH_CLUSTER_STATE:-$(mktemp -d /tmp/xaiben
 export PATH="$PATH:/usr/sbin:/sbin"
 
 cleanup() {
+    if [ -n "${tests:-}" ] && kill -TERM -- "-$tests" 2>/dev/null; then  # what the tests left running (snakemake)
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 -- "-$tests" 2>/dev/null || break; sleep 1; done
+        kill -KILL -- "-$tests" 2>/dev/null
+    fi
     python tests/cluster/daemons.py stop "$XAIBENCH_CLUSTER_STATE/slurm"
     python tests/cluster/daemons.py stop "$XAIBENCH_CLUSTER_STATE/ssh"
     if grep -q "tests/cluster/daemons.py" /etc/slurm/slurm.conf 2>/dev/null; then  # ours: put the original back
@@ -25,7 +29,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 start=$(date +%s)
-python -m pytest tests/cluster -p no:cacheprovider -q -s -rs "$@"
+setsid python -m pytest tests/cluster -p no:cacheprovider -q -s -rs "$@" &  # own process group, see cleanup
+tests=$!
+wait "$tests"
 status=$?
 [ -f "$XAIBENCH_CLUSTER_STATE/slurm/times.txt" ] && echo "cluster harness times: $(cat "$XAIBENCH_CLUSTER_STATE/slurm/times.txt")"
 echo "cluster harness: $(( $(date +%s) - start )) s in all, exit $status (state and daemon logs: $XAIBENCH_CLUSTER_STATE)"

@@ -74,12 +74,12 @@ def test_smoke_preset_runs_through_sbatch_with_the_local_results(cluster, local_
 def test_a_job_failing_on_the_cluster_fails_the_run_naming_its_log(cluster, tmp_path):
     root = slurm_copy(tmp_path / "wf")
     missing = tmp_path / "no-such-images"
-    bad = {"datasets": ["folder"], "data": {"folder": {"root": str(missing), "masks": None}}}
+    bad = {"datasets": ["folder"], "data": {"folder": {"root": str(missing / "images"), "masks": str(missing / "masks")}}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     out = run(["snakemake", "prepare", "--profile", "profiles/slurm", "--configfile", str(tmp_path / "bad.yaml")],
               root, check=False, timeout=600)
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert "Error in rule prepare_folder" in text and "results/logs/prepare/folder.log" in text
-    assert "image folder not found" in (root / "results/logs/prepare/folder.log").read_text()
+    assert f"{missing}/masks: mask folder not found" in (root / "results/logs/prepare/folder.log").read_text()
     assert slurm_logs(root) == Counter({"prepare_folder": 1})  # it failed as a SLURM job, whose log is kept
