@@ -33,6 +33,6 @@ setsid python -m pytest tests/cluster -p no:cacheprovider -q -s -rs "$@" &  # ow
 tests=$!
 wait "$tests"
 status=$?
-[ -f "$XAIBENCH_CLUSTER_STATE/slurm/times.txt" ] && echo "cluster harness times: $(cat "$XAIBENCH_CLUSTER_STATE/slurm/times.txt")"
+[ -f "$XAIBENCH_CLUSTER_STATE/times.txt" ] && echo "cluster harness times: $(cat "$XAIBENCH_CLUSTER_STATE/times.txt")"
 echo "cluster harness: $(( $(date +%s) - start )) s in all, exit $status (state and daemon logs: $XAIBENCH_CLUSTER_STATE)"
 exit $status
