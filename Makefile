@@ -3,7 +3,9 @@
 #   make test        create .venv, install with test extras, run the test suite
 # Other targets: figures (redraw from existing metrics), pull (fetch cached stages from the DVC
 # remote and re-stamp them so Snakemake does not rerun), smoke (CI-sized run), lint,
-# bench (speed against floors and peers, cost growth: results/benchmarks/{speed,growth}.csv, < 5 min).
+# bench (speed against floors and peers, cost growth: results/benchmarks/{speed,growth}.csv, < 5 min),
+# cluster-test (as root, with slurm-wlm, munge, openssh-server installed: the smoke run on a throwaway
+# SLURM cluster and a DVC remote behind a throwaway sshd on localhost; tests/cluster/run.sh).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,13 +14,13 @@ CORES  ?= all
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: reproduce test figures pull smoke lint bench clean-results
+.PHONY: reproduce test figures pull smoke lint bench clean-results cluster-test
 
 $(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -c envs/constraints.txt -e ".[test,slurm]"
+	$(BIN)/pip install --quiet -c envs/constraints.txt -e ".[test,slurm,ssh]"
 	touch $@
 
 # dvc repro runs each phase's Snakemake target, so dvc.lock records exactly the results on disk:
@@ -59,6 +61,9 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	snakemake --lint
+
+cluster-test: $(VENV)/.installed
+	bash tests/cluster/run.sh
 
 clean-results:
 	rm -rf results .snakemake

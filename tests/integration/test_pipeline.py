@@ -132,6 +132,11 @@ def test_slurm_profile_lists_the_same_jobs_with_gpu_for_training(tmp_path):
     for rule in ("rule train_model", "rule explain_"):  # every explain_{variant} rule too
         gpu_blocks = [b for b in blocks if rule in b]
         assert gpu_blocks and all("gpu=1" in b for b in gpu_blocks), rule
+    # the profile's one GPU switch (`gpu: &gpu 1`) turns every GPU request off for a cluster without GPUs
+    profile = root / "profiles/slurm/config.yaml"
+    profile.write_text(profile.read_text().replace("&gpu 1", "&gpu 0"))
+    cpu = run(["snakemake", "-n", "--profile", "profiles/slurm"], root)
+    assert "gpu=1" not in cpu.stdout + cpu.stderr and "gpu=0" in cpu.stdout + cpu.stderr
 
 
 def test_paper_preset_dry_runs_on_a_folder_dataset(tmp_path):
