@@ -18,7 +18,7 @@ from .. import catalog, paths
 from ..data import read_meta, read_split
 from ..models.lap import calibrate_scores, lapify
 from . import VARIANTS, Variant, losses
-from .fit import evaluate, fit_epoch, load_model, model_config, predict, resolve_device, save_model
+from .fit import EVAL_BATCH, evaluate, fit_epoch, load_model, model_config, predict, resolve_device, save_model
 from .variants import lap_classifier
 
 VARIANT = "lap_plugin"
@@ -40,8 +40,8 @@ def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str |
     if base_cfg["variant"] != "standard":
         raise ValueError(f"{src}: plug-in expects a `standard` checkpoint, got variant {base_cfg['variant']!r}")
     train_split, test_split = read_split(data_root, "train"), read_split(data_root, "test")
-    original = evaluate(model, data_root, meta, 256, device)
-    original_logits = predict(model, test_split, 256, device)
+    original = evaluate(model, data_root, meta, EVAL_BATCH, device)
+    original_logits = predict(model, test_split, EVAL_BATCH, device)
 
     torch.manual_seed(seed)
     model = lapify(model, mode=lcfg["mode"], beta_init=lcfg["beta_init"], init=pcfg["init"],
@@ -50,8 +50,8 @@ def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str |
     calib = np.sort(torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()[:bs])
     calibrate_scores(model, train_split.tensors(calib).to(device))
     model.eval()
-    at_init = evaluate(model, data_root, meta, 256, device)
-    init_logits = predict(model, test_split, 256, device)
+    at_init = evaluate(model, data_root, meta, EVAL_BATCH, device)
+    init_logits = predict(model, test_split, EVAL_BATCH, device)
 
     mcfg = {**base_cfg, "variant": VARIANT, "seed": seed, "source": {"path": str(src), "seed": base_cfg["seed"]},
             "train": catalog.without_seed_lists({**base_cfg["train"], "lap": lcfg})}
@@ -61,7 +61,7 @@ def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str |
     history = [fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg, pcfg["lr"], epoch, pcfg["epochs"], seed,
                          device, f"{VARIANT} seed{seed}", lr_key="train.lap.plugin.lr") for epoch in range(pcfg["epochs"])]
 
-    after = evaluate(model, data_root, meta, 256, device)
+    after = evaluate(model, data_root, meta, EVAL_BATCH, device)
     summary = {"variant": VARIANT, "seed": seed, "dataset": meta["dataset"], "epochs": pcfg["epochs"], **after,
                "plugin": {"init": pcfg["init"], "mode": lcfg["mode"], "original": original, "at_init": at_init,
                           "after": after,

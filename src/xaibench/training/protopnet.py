@@ -39,7 +39,7 @@ from ..io import atomic_path
 from ..models.protopnet import build
 from ..progress import Progress
 from . import VARIANTS, Variant
-from .fit import CHANNELS_LAST, evaluate, load_model, model_config, predict, resolve_device, save_model
+from .fit import CHANNELS_LAST, EVAL_BATCH, evaluate, load_model, model_config, predict, resolve_device, save_model
 
 PROTOPNET_VARIANTS = ("protopnet", "protopnet_comp")
 CHECKPOINT = "checkpoint.pt"
@@ -248,14 +248,14 @@ def _epoch(model, opt, split, val_split, p, compensate, seed, step, device, desc
         seen += len(idx)
         bar.update()
         bar.note(loss=sums["loss"] / seen, acc=correct / seen)
-    val_acc = float((predict(model, val_split, 256, device).argmax(1).numpy() == val_split.labels).mean())
+    val_acc = float((predict(model, val_split, EVAL_BATCH, device).argmax(1).numpy() == val_split.labels).mean())
     bar.note(loss=sums["loss"] / seen, acc=correct / seen, val_acc=val_acc)
     bar.close()
     return {**{k: v / seen for k, v in sums.items()}, "train_accuracy": correct / seen, "val_accuracy": val_acc}
 
 
 @torch.no_grad()
-def _min_distances(model, split, device, batch_size: int = 256) -> torch.Tensor:
+def _min_distances(model, split, device, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     model.eval()
     out = [model.distances(model.features(split.tensors(slice(i, i + batch_size)).to(device))).amin(dim=(2, 3))
            for i in range(0, len(split), batch_size)]
@@ -347,9 +347,9 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
         desc = f"{variant} seed{seed} {phase} epoch {epoch + 1}/{p['epochs']}"
         _set_trainable(model, phase)
         if phase == "push":
-            push(model, train_split, 256, device)
+            push(model, train_split, EVAL_BATCH, device)
             cache = None
-            acc = float((predict(model, val_split, 256, device).argmax(1).numpy() == val_split.labels).mean())
+            acc = float((predict(model, val_split, EVAL_BATCH, device).argmax(1).numpy() == val_split.labels).mean())
             row = {"val_accuracy": acc}
         elif phase == "last":
             if cache is None:  # after a push, or on resume inside a last-layer phase: same eval-mode values
@@ -376,7 +376,7 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     summary = {"variant": variant, "seed": seed, "dataset": meta["dataset"],
                "epochs": sum(r["phase"] in ("warm", "joint") for r in rows),
                "pushes": sum(r["phase"] == "push" for r in rows), "stopped_early": stopped,
-               **evaluate(model.eval(), data_root, meta, 256, device)}
+               **evaluate(model.eval(), data_root, meta, EVAL_BATCH, device)}
     save_model(out, mcfg, model, history, summary)
     _write_phases(out, rows)
     ckpt_path.unlink(missing_ok=True)
