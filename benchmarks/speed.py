@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import os
 import statistics
 import subprocess
@@ -39,6 +40,9 @@ from xaibench.metrics import deletion, perturbation
 from xaibench.training import fit, losses
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Images per forward pass of the path/noise methods, ours and Captum's alike (our explainers' default).
+PASS = inspect.signature(attribution.ig).parameters["internal_batch_size"].default
 
 
 def data(cfg: dict, tmp: Path, n_train: int, n_test: int) -> Path:
@@ -92,7 +96,7 @@ def explainers(cfg, meta, test, reps) -> list[dict]:
         "captum InputXGradient": lambda: ixg.attribute(x, target=t).sum(1),
         "ig": lambda: explain.get("ig")(std, x, t, steps=ig_steps),
         "captum IntegratedGradients": lambda: abs_sum(cig.attribute(
-            x, baselines=base, target=t, n_steps=ig_steps, method="riemann_trapezoid", internal_batch_size=256)),
+            x, baselines=base, target=t, n_steps=ig_steps, method="riemann_trapezoid", internal_batch_size=PASS)),
         "agf": lambda: explain.get("agf")(std, x, t, **agf_opts),
     }
     times = speed.interleaved(cases, reps)
@@ -120,7 +124,7 @@ def explainers(cfg, meta, test, reps) -> list[dict]:
         "smoothgrad": lambda: explain.get("smoothgrad")(std, xs, ts, samples=samples, noise=noise),
         "captum NoiseTunnel(Saliency)": lambda: abs_sum(nt.attribute(
             xs, nt_type="smoothgrad", nt_samples=samples, stdevs=noise, target=ts, abs=False,
-            nt_samples_batch_size=256 // len(xs))),
+            nt_samples_batch_size=PASS // len(xs))),
     }, reps)
     rows += [speed.compare("smoothgrad vs Captum", "smoothgrad", times, "captum NoiseTunnel(Saliency)", 1.0,
                            "<= Captum", note=f"batch 8, {samples} samples"),
