@@ -44,8 +44,9 @@ except settings_schema.ConfigError as exc:
 DATASETS = config["datasets"]
 VARIANTS = config["train"]["variants"]
 SEEDS = config["train"]["seeds"]
-METHODS = config["explain"]["methods"]
-SPLITS = config["explain"]["splits"]
+EXPLAIN = config["explain"]
+METHODS = EXPLAIN["methods"]
+SPLITS = EXPLAIN["splits"]
 FAMILIES = config["metrics"]["families"]
 FORMATS = config["figures"]["formats"]
 FEATVIZ = catalog.featviz_models(config)  # paper B: the (variant, seed) models that get prototypes
@@ -144,8 +145,8 @@ def train_inputs(wildcards):
 
 def explain_settings(variant):
     """Only the explanation settings and the options of the methods that apply to `variant`."""
-    ecfg = config["explain"]
-    methods = catalog.methods_for(METHODS, variant)
+    ecfg = EXPLAIN
+    methods = catalog.methods_for(EXPLAIN, variant)
     return as_json(device=config["device"], train=model_settings(variant),
                    explain={"target": ecfg["target"], "batch_size": ecfg["batch_size"],
                             "options": {m: ecfg["options"][m] for m in methods if m in ecfg["options"]}})
@@ -180,7 +181,7 @@ def measure_inputs(wildcards):
                       str(paths.model_dir(wildcards.dataset, wildcards.variant, seed) / "summary.json")]
         if "explanations" in needs:
             files += [str(paths.explanation(wildcards.dataset, wildcards.variant, seed, m, s))
-                      for m in catalog.methods_for(METHODS, wildcards.variant) for s in SPLITS]
+                      for m in catalog.methods_for(EXPLAIN, wildcards.variant) for s in SPLITS]
         if "prototypes" in needs and (wildcards.variant, int(seed)) in FEATVIZ:
             files.append(str(paths.prototypes(wildcards.dataset, wildcards.variant, seed)))
     return files
@@ -223,7 +224,7 @@ def figure_inputs(names):
                  for ext in ("csv", "parquet")]
         if "explanations" in needs:
             files += [str(paths.explanation(wildcards.dataset, v, s, m, "test"))
-                      for v, s in models() for m in catalog.methods_for(METHODS, v)]
+                      for v, s in models() for m in catalog.methods_for(EXPLAIN, v)]
         if "prototypes" in needs:
             files += [str(paths.prototypes(wildcards.dataset, v, s)) for v, s in FEATVIZ]
         files += [model_file(wildcards.dataset, v, seeds_of(v)[0]) for name in names
@@ -237,7 +238,7 @@ def figure_settings(wildcards):
     """Every setting a figure may print or filter by (metrics in full: e.g. the deletion baseline)."""
     return as_json(figures=config["figures"], datasets=DATASETS,
                    train=settings_schema.deep_merge({**MODEL_SETTINGS, "variants": VARIANTS, "seeds": SEEDS}, variant_seeds()),
-                   explain={"methods": METHODS, "splits": SPLITS, "options": config["explain"]["options"]}, metrics=config["metrics"],
+                   explain={k: EXPLAIN[k] for k in ("methods", "variants", "splits", "options")}, metrics=config["metrics"],
                    data={"shapes": {"classes": config["data"]["shapes"]["classes"]}},
                    featviz={"variants": config["featviz"]["variants"], "seeds": config["featviz"]["seeds"]})
 
@@ -252,7 +253,7 @@ def model_files():
 
 def explanation_files():
     return [str(paths.explanation(d, v, s, m, sp)) for d in DATASETS for v, s in models()
-            for m in catalog.methods_for(METHODS, v) for sp in SPLITS]
+            for m in catalog.methods_for(EXPLAIN, v) for sp in SPLITS]
 
 
 def metric_tables():

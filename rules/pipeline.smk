@@ -54,10 +54,10 @@ for variant in VARIANTS:
             model=f"results/models/{{dataset}}/{variant}/seed{{seed}}/model.pt",
         output:
             [f"results/explanations/{{dataset}}/{variant}/seed{{seed}}/{method}/{{split}}.npz"
-             for method in catalog.methods_for(METHODS, variant)],
+             for method in catalog.methods_for(EXPLAIN, variant)],
         params:
             settings=explain_settings(variant),
-            methods=" ".join(f"--method {m}" for m in catalog.methods_for(METHODS, variant)),
+            methods=" ".join(f"--method {m}" for m in catalog.methods_for(EXPLAIN, variant)),
             variant=variant,
         threads: 1
         log:

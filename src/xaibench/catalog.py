@@ -66,10 +66,13 @@ EXPLAINERS = {
 }
 
 
-def methods_for(methods: list[str], variant: str) -> list[str]:
-    """The configured explainers that apply to `variant` (e.g. `lap` only to LAP models)."""
+def methods_for(explain: dict, variant: str) -> list[str]:
+    """The explainers of the `explain` settings that run on `variant`: those that apply to it (e.g.
+    `lap` only to LAP models) and whose `explain.variants` entry, if any, lists it."""
     provides = set(VARIANTS[variant].get("provides", []))
-    return [m for m in methods if EXPLAINERS[m].get("needs") in (None, *provides)]
+    only = explain.get("variants") or {}
+    return [m for m in explain["methods"] if EXPLAINERS[m].get("needs") in (None, *provides)
+            and variant in only.get(m, [variant])]
 
 
 def seed_list(train: dict, variant: str) -> list[int] | None:

@@ -56,7 +56,9 @@ def schema() -> dict:
         node = tree["properties"][section]
         node = node if key is None else node["properties"][key]
         (node.get("items") or node)["enum"] = list(getattr(catalog, index))
-    tree["properties"]["explain"]["properties"]["options"]["propertyNames"] = {"enum": list(catalog.EXPLAINERS)}
+    explain = tree["properties"]["explain"]["properties"]
+    explain["options"]["propertyNames"] = explain["variants"]["propertyNames"] = {"enum": list(catalog.EXPLAINERS)}
+    explain["variants"]["additionalProperties"]["items"]["enum"] = list(catalog.VARIANTS)
     return tree
 
 

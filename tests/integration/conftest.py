@@ -8,8 +8,8 @@ from .helpers import REPO, copy_workflow, run, venv_make
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The smoke preset run end to end once per session with the README's `make reproduce` (dvc repro,
-    one Snakemake phase per stage) in a git + DVC repository whose results are pushed to a local
+    """The smoke preset run end to end once per session with the README's `make reproduce` (the
+    whole DAG with Snakemake, then dvc commit) in a git + DVC repository whose results are pushed to a local
     remote and whose dvc.lock is committed, as the README asks. Shared by several tests; tests that
     change files here must leave the committed state alone or work on a clone."""
     root = copy_workflow(tmp_path_factory.mktemp("smoke") / "origin")

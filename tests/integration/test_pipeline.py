@@ -26,7 +26,7 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         for seed in catalog.seeds_for(cfg, variant):
             for name in ("model.pt", "history.csv", "summary.json"):
                 assert (root / f"results/models/shapes/{variant}/seed{seed}/{name}").is_file()
-            for method in catalog.methods_for(cfg["explain"]["methods"], variant):
+            for method in catalog.methods_for(cfg["explain"], variant):
                 assert (root / f"results/explanations/shapes/{variant}/seed{seed}/{method}/test.npz").is_file()
     for family in cfg["metrics"]["families"]:
         table = pd.read_csv(root / f"results/metrics/shapes/{family}.csv")

@@ -52,10 +52,21 @@ def test_every_metric_declares_a_direction_and_arrows_follow_it():
 
 
 def test_explainers_apply_only_where_their_capability_is():
-    methods = list(catalog.EXPLAINERS)
-    assert "lap" not in catalog.methods_for(methods, "standard")
-    assert "lap" in catalog.methods_for(methods, "lap_plugin")
-    assert "gradcam" in catalog.methods_for(methods, "standard")
+    explain = {"methods": list(catalog.EXPLAINERS)}
+    assert "lap" not in catalog.methods_for(explain, "standard")
+    assert "lap" in catalog.methods_for(explain, "lap_plugin")
+    assert "gradcam" in catalog.methods_for(explain, "standard")
+
+
+def test_explain_variants_restricts_an_explainer_to_the_listed_variants():
+    explain = {"methods": ["gradcam", "ig", "lap"], "variants": {"ig": ["standard"], "lap": ["lap", "standard"]}}
+    assert catalog.methods_for(explain, "standard") == ["gradcam", "ig"]  # lap still needs LAP attention
+    assert catalog.methods_for(explain, "lap") == ["gradcam", "lap"]
+    assert catalog.methods_for(explain, "salience") == ["gradcam"]
+    with pytest.raises(config.ConfigError, match="explain.variants"):
+        config.validate({"explain": {"variants": {"ig": ["no_such_variant"]}}})
+    with pytest.raises(config.ConfigError, match="explain.variants"):
+        config.validate({"explain": {"variants": {"no_such_explainer": ["standard"]}}})
 
 
 def test_unknown_explainer_option_is_refused_naming_the_key():

@@ -200,7 +200,7 @@ def gallery(cfg, dataset):
     n = min(cfg["figures"]["gallery_images"], len(split))
     idx = np.linspace(0, len(split) - 1, n).astype(int)
     seed = cfg["train"]["seeds"][0]
-    cols = [(v, m) for v in _variants(cfg) for m in catalog.methods_for(cfg["explain"]["methods"], v)]
+    cols = [(v, m) for v in _variants(cfg) for m in catalog.methods_for(cfg["explain"], v)]
     maps = {c: load_explanation(paths.explanation(dataset, c[0], catalog.seeds_for(cfg, c[0])[0], c[1], "test"))
             for c in cols}
     classes = _classes(dataset)

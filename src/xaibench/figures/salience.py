@@ -222,7 +222,7 @@ def salience_gallery(cfg, dataset):
     cols = [(i, m) for i in idx for m in methods]
     tiles, labels, colours = [[tile(split.images[i]) for i, _ in cols]], ["image"], ["black"]
     for variant in variants:
-        usable = catalog.methods_for(methods, variant)
+        usable = catalog.methods_for(cfg["explain"], variant)
         for seed in catalog.seeds_for(cfg, variant):
             maps = {m: load_explanation(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
             tiles.append([tile(split.images[i], maps[m][i]) if m in maps else None for i, m in cols])

@@ -50,7 +50,7 @@ class Context:
     def methods(self) -> list[str]:
         """The configured explainers that apply to this variant (e.g. `lap` only to LAP models), restricted
         to `metrics.methods.{family}` where that lists the explainers a (costly) family scores."""
-        methods = catalog.methods_for(self.cfg["explain"]["methods"], self.variant)
+        methods = catalog.methods_for(self.cfg["explain"], self.variant)
         only = self.cfg["metrics"].get("methods", {}).get(self.family) if self.family else None
         return methods if only is None else [m for m in methods if m in only]
 

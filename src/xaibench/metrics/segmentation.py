@@ -9,7 +9,8 @@ mask as a two-class segmentation:
 - mIoU: mean over {background, foreground} of intersection / union;
 - mAP: average precision (scikit-learn's) of the two-channel scores against the two-channel
   one-hot mask, flattened together. `ap="binary"` scores the binarised map, as the AGF script
-  does; then mAP = a² + (1 − a)/2 with a the pixel accuracy (tested), so it adds no information.
+  does; then mAP = a² + (1 − a)/2 with a the pixel accuracy (tested against scikit-learn), so it
+  adds no information, and it is computed so.
   `ap="continuous"` scores (1 − r, r) with r the min-max normalised map, as Chefer's script.
 Thresholds: `"mean"` (each map's own mean; the reference for Grad-CAM, IG, SmoothGrad, LRP:
 `Res - Res.mean()` then `> 0`), `"zero"` (the reference for AGF, RAP, LRP-αβ, CLRP, SGLRP: signed
@@ -71,19 +72,22 @@ def segmentation_scores(maps: torch.Tensor, masks: torch.Tensor, threshold: str 
                         ap: str = "binary") -> dict[str, torch.Tensor]:
     """Per-image pixel_accuracy, miou and map (mAP), each [B] float."""
     c = segmentation_counts(maps, masks, threshold)
+    accuracy = c["correct"] / c["labelled"]
     if ap == "binary":
-        fg = binarise(maps, threshold).double()
+        # the two-channel scores are 0/1, so the AP has two thresholds: at 1, precision = recall =
+        # accuracy a; at 0, precision 1/2 and recall 1. AP = a² + (1 − a)/2 exactly (scikit-learn
+        # agrees, tests/unit/test_agf_metrics.py), without sorting 2·H·W scores per image.
+        mean_ap = (accuracy ** 2 + (1 - accuracy) / 2).float()
     elif ap == "continuous":
         flat = maps.flatten(1).double()
         lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
         fg = torch.where(hi > lo, (flat - lo) / (hi - lo).clamp_min(1e-300), 0.0).view_as(maps)
+        mean_ap = pixel_average_precision(torch.stack([1 - fg, fg], 1), torch.stack([~masks, masks], 1))
     else:
         raise ValueError(f"segmentation ap must be binary or continuous, got {ap!r}")
-    scores = torch.stack([1 - fg, fg], 1)
-    onehot = torch.stack([~masks, masks], 1)
-    return {"pixel_accuracy": (c["correct"] / c["labelled"]).float(),
+    return {"pixel_accuracy": accuracy.float(),
             "miou": ((_iou(c["inter_bg"], c["union_bg"]) + _iou(c["inter_fg"], c["union_fg"])) / 2).float(),
-            "map": pixel_average_precision(scores, onehot)}
+            "map": mean_ap}
 
 
 def pooled_scores(counts: dict) -> dict[str, float]:
