@@ -6,7 +6,7 @@
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.17")  # 9.10-9.16 run more jobs at once than --cores allows (snakemake#3815)
 
 
 configfile: "params.yaml"

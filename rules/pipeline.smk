@@ -21,7 +21,11 @@ for name in DATASETS:
             f"xaibench prepare --dataset {name} --config {{params.settings:q}} > {{log}} 2>&1"
 
 
+# Priorities (higher starts first among ready jobs): every model is trained before the jobs that only
+# read models, so no training job is left to start near the end with its explain / measure chain
+# behind it while a core idles; then the long generate and explain jobs before the measures.
 rule train_model:
+    priority: 2
     input:
         unpack(train_inputs),
     output:
@@ -49,6 +53,7 @@ for variant in VARIANTS:
     rule:
         name:
             f"explain_{variant}"
+        priority: 1
         input:
             data="data/prepared/{dataset}/meta.json",
             model=f"results/models/{{dataset}}/{variant}/seed{{seed}}/model.pt",
@@ -71,6 +76,7 @@ for variant in VARIANTS:
 
 # Paper B: one image per class by every featviz method, for the models selected in `featviz`.
 rule generate_prototypes:
+    priority: 1
     input:
         data="data/prepared/{dataset}/meta.json",
         model="results/models/{dataset}/{variant}/seed{seed}/model.pt",

@@ -12,7 +12,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from .. import catalog, paths  # noqa: E402
 from ..io import atomic_path, read_table  # noqa: E402
@@ -49,6 +48,7 @@ def table(dataset: str, family: str) -> pd.DataFrame:
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
     """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible."""
+    import seaborn as sns  # not at module level: featviz draws its grids without seaborn's scipy import
     sns.barplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", ax=ax,
                 palette=PALETTE, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
     sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, ax=ax,

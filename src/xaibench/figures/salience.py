@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from .. import catalog, paths
 from ..io import atomic_path, read_table, save_csv
 from ..tidy import over_units, select
-from . import PALETTE, mosaic, tile, _variants, plt, register, save, sns, table
+from . import PALETTE, mosaic, tile, _variants, plt, register, save, table
 
 TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
 MODES = ["background", "object"]
