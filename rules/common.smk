@@ -56,7 +56,7 @@ FIGURES = catalog.figures_for(config)
 MODEL_FAMILIES = [f for f in FAMILIES if catalog.FAMILIES[f]["scope"] == "model"]
 VARIANT_FAMILIES = [f for f in FAMILIES if catalog.FAMILIES[f]["scope"] == "variant"]
 TABLES = [name for name in FIGURES if catalog.FIGURES[name].get("table")]
-FIGURE_PARTS = [part for part in (FIGURES[0::2], FIGURES[1::2]) if part]
+FIGURE_PARTS = catalog.figure_parts(FIGURES)  # two jobs of about equal drawing time
 
 
 wildcard_constraints:
@@ -203,7 +203,11 @@ def dataset_units(dataset):
     def units(family, variant):
         if catalog.FAMILIES[family]["scope"] == "model":
             return [f"seed{s}" for s in seeds_of(variant)]
-        # families across seeds (stability) need two seeds; single-seed variants skip them unless none has two
+        # families across seeds (stability) need two seeds; single-seed variants skip them unless none
+        # has two; a variant `metrics.variants` leaves out gets no job (per-model families, measured
+        # together in one job per model, write it no rows instead)
+        if variant not in config["metrics"]["variants"].get(family, [variant]):
+            return []
         several = any(len(seeds_of(v)) > 1 for v in VARIANTS)
         return ["seeds"] if len(seeds_of(variant)) > 1 or not several else []
 

@@ -124,6 +124,18 @@ def figures_for(cfg: dict) -> list[str]:
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
 
 
+def figure_parts(names: list[str], parts: int = 2) -> list[list[str]]:
+    """`names` in `parts` lists of about equal drawing cost (longest first to the least loaded part),
+    each in catalog order; empty parts are dropped. The figure jobs draw one part each, in parallel."""
+    bins, load = [[] for _ in range(parts)], [0] * parts
+    for name in sorted(names, key=lambda n: -FIGURES[n].get("cost", 1)):
+        i = load.index(min(load))
+        bins[i].append(name)
+        load[i] += FIGURES[name].get("cost", 1)
+    order = list(FIGURES)
+    return [sorted(b, key=order.index) for b in bins if b]
+
+
 def direction(family: str, metric: str) -> str:
     """"higher", "lower" or "none": which way `metric` of `family` is better."""
     return FAMILIES.get(family, {}).get("metrics", {}).get(metric, "none")
@@ -212,8 +224,10 @@ SALIENCE_SUMMARY = [
 
 # Figure needs: metric families (their tidy tables) and/or "explanations"; an optional "variants"
 # list means the figure is drawn only when one of those training variants is configured; "table"
-# means it also writes results/tables/{dataset}/{name}.md and .csv. Each figure's caption (what it
-# shows, for the report) is report/captions/{name}.rst.
+# means it also writes results/tables/{dataset}/{name}.md and .csv; "cost" is its drawing time
+# relative to a plain chart (default 1, measured on the smoke run), so `figure_parts` can give the two
+# figure jobs equal work. Each figure's caption (what it shows, for the report) is
+# report/captions/{name}.rst.
 FIGURES = {
     "accuracy": {
         "module": "xaibench.figures",
@@ -221,6 +235,7 @@ FIGURES = {
     },
     "localization": {
         "module": "xaibench.figures",
+        "cost": 3,
         "needs": ["localization"],
         "table": True,
     },
@@ -234,6 +249,7 @@ FIGURES = {
     },
     "lap_attention": {
         "module": "xaibench.figures.lap",
+        "cost": 2,
         "needs": ["explanations"],
         "variants": ["lap"],
     },
@@ -247,6 +263,7 @@ FIGURES = {
     },
     "salience_equivariance": {
         "module": "xaibench.figures.salience",
+        "cost": 3,
         "needs": ["equivariance"],
     },
     "salience_stability": {
@@ -255,15 +272,18 @@ FIGURES = {
     },
     "salience_degradation": {
         "module": "xaibench.figures.salience",
+        "cost": 2,
         "needs": ["degradation"],
     },
     "salience_summary": {
         "module": "xaibench.figures.salience",
+        "cost": 2,
         "needs": ["entropy", "noise", "equivariance", "stability", "degradation"],
         "table": True,
     },
     "salience_gallery": {
         "module": "xaibench.figures.salience",
+        "cost": 5,
         "needs": ["explanations"],
     },
     "misalignment": {
@@ -273,6 +293,7 @@ FIGURES = {
     },
     "prototypes": {
         "module": "xaibench.figures.protopnet",
+        "cost": 4,
         "needs": [],
         "variants": ["protopnet", "protopnet_comp"],
     },
@@ -292,6 +313,7 @@ FIGURES = {
     # Paper D.
     "agf_perturbation": {
         "module": "xaibench.figures.agf",
+        "cost": 2,
         "needs": ["perturbation"],
         "table": True,
     },

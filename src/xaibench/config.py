@@ -59,6 +59,9 @@ def schema() -> dict:
     explain = tree["properties"]["explain"]["properties"]
     explain["options"]["propertyNames"] = explain["variants"]["propertyNames"] = {"enum": list(catalog.EXPLAINERS)}
     explain["variants"]["additionalProperties"]["items"]["enum"] = list(catalog.VARIANTS)
+    metrics = tree["properties"]["metrics"]["properties"]
+    metrics["variants"]["propertyNames"] = {"enum": list(catalog.FAMILIES)}
+    metrics["variants"]["additionalProperties"]["items"]["enum"] = list(catalog.VARIANTS)
     return tree
 
 

@@ -105,3 +105,26 @@ def test_seed_lists_are_not_part_of_a_model():
         assert model_config(one, meta, variant, 0) == model_config(two, meta, variant, 0)
     assert catalog.seeds_for(two, "lap_plugin") == [0, 1] and catalog.seeds_for(one, "lap_plugin") == [0]
     assert catalog.seed_list({"lap": {}}, "lap_plugin") is None and catalog.seed_list({}, "standard") is None
+
+
+def test_metrics_variants_restricts_a_family_to_the_listed_variants():
+    from xaibench import metrics
+    cfg = config.validate({"metrics": {"variants": {"noise": ["standard"]}}})
+    assert metrics.scores(cfg, "noise", "standard") and not metrics.scores(cfg, "noise", "lap")
+    assert metrics.scores(cfg, "equivariance", "lap")                     # families not listed: every variant
+    assert not metrics.scores(cfg, "misalignment", "standard")            # still needs prototypes
+    ctx = metrics.Context(cfg, "shapes", "lap", [0], "cpu")
+    frame = metrics.run("noise", ctx)                                     # no model or map is read
+    assert frame.empty and {"dataset", "variant", "seed", "metric", "value"} <= set(frame.columns)
+    with pytest.raises(config.ConfigError, match="metrics.variants"):
+        config.validate({"metrics": {"variants": {"noise": ["no_such_variant"]}}})
+
+
+def test_figure_parts_hold_every_figure_once_with_equal_cost():
+    names = list(catalog.FIGURES)
+    parts = catalog.figure_parts(names)
+    assert sorted(n for p in parts for n in p) == sorted(names) and len(parts) == 2
+    cost = [sum(catalog.FIGURES[n].get("cost", 1) for n in p) for p in parts]
+    assert max(cost) - min(cost) <= max(f.get("cost", 1) for f in catalog.FIGURES.values())
+    assert all(p == sorted(p, key=names.index) for p in parts)  # catalog order inside a part
+    assert catalog.figure_parts(["accuracy"]) == [["accuracy"]]  # no empty job
