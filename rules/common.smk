@@ -204,9 +204,9 @@ def dataset_units(dataset):
         if catalog.FAMILIES[family]["scope"] == "model":
             return [f"seed{s}" for s in seeds_of(variant)]
         # families across seeds (stability) need two seeds; single-seed variants skip them unless none
-        # has two; a variant `metrics.variants` leaves out gets no job (per-model families, measured
-        # together in one job per model, write it no rows instead)
-        if variant not in config["metrics"]["variants"].get(family, [variant]):
+        # has two; a variant the family does not score (catalog.scores) gets no job (per-model
+        # families, measured together in one job per model, write it no rows instead)
+        if not catalog.scores(config, family, variant):
             return []
         several = any(len(seeds_of(v)) > 1 for v in VARIANTS)
         return ["seeds"] if len(seeds_of(variant)) > 1 or not several else []

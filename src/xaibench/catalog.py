@@ -75,6 +75,14 @@ def methods_for(explain: dict, variant: str) -> list[str]:
             and variant in only.get(m, [variant])]
 
 
+def scores(cfg: dict, family: str, variant: str) -> bool:
+    """Whether `family` has rows for `variant`: the variant provides the capability the family
+    needs (`applies_to`, e.g. `prototypes`) and `metrics.variants.{family}`, if set, lists it."""
+    needed = FAMILIES[family].get("applies_to")
+    only = cfg["metrics"].get("variants", {}).get(family)
+    return (not needed or needed in VARIANTS[variant].get("provides", [])) and (only is None or variant in only)
+
+
 def seed_list(train: dict, variant: str) -> list[int] | None:
     """The seed list `variant` names under `train` (its `seeds` key path), or None when it names none
     or the settings do not hold it."""

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from xaibench import catalog, config, metrics
+from xaibench import catalog, config
 from xaibench.figures import wanted
 from xaibench.tidy import COLUMNS
 
@@ -33,7 +33,7 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         assert len(table) > 0 and table.value.notna().any()
         spec = catalog.FAMILIES[family]
         expected = {v for v in cfg["train"]["variants"]  # capability and metrics.variants; seed pairs for variant scope
-                    if metrics.scores(cfg, family, v) and (spec["scope"] == "model" or len(catalog.seeds_for(cfg, v)) > 1)}
+                    if catalog.scores(cfg, family, v) and (spec["scope"] == "model" or len(catalog.seeds_for(cfg, v)) > 1)}
         if "prototypes" in spec["needs"]:  # paper B: rows only for the models featviz selects
             expected &= {v for v, _ in catalog.featviz_models(cfg)}
         assert set(table.variant) == expected, family

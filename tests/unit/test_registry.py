@@ -110,9 +110,9 @@ def test_seed_lists_are_not_part_of_a_model():
 def test_metrics_variants_restricts_a_family_to_the_listed_variants():
     from xaibench import metrics
     cfg = config.validate({"metrics": {"variants": {"noise": ["standard"]}}})
-    assert metrics.scores(cfg, "noise", "standard") and not metrics.scores(cfg, "noise", "lap")
-    assert metrics.scores(cfg, "equivariance", "lap")                     # families not listed: every variant
-    assert not metrics.scores(cfg, "misalignment", "standard")            # still needs prototypes
+    assert catalog.scores(cfg, "noise", "standard") and not catalog.scores(cfg, "noise", "lap")
+    assert catalog.scores(cfg, "equivariance", "lap")                     # families not listed: every variant
+    assert not catalog.scores(cfg, "misalignment", "standard")            # still needs prototypes
     ctx = metrics.Context(cfg, "shapes", "lap", [0], "cpu")
     frame = metrics.run("noise", ctx)                                     # no model or map is read
     assert frame.empty and {"dataset", "variant", "seed", "metric", "value"} <= set(frame.columns)

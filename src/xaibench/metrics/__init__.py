@@ -169,18 +169,10 @@ def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=ROW_COLUMNS)
 
 
-def scores(cfg: dict, family: str, variant: str) -> bool:
-    """Whether `family` has rows for `variant`: the variant provides the capability the family
-    needs (catalog `applies_to`, e.g. `prototypes`) and `metrics.variants.{family}`, if set, lists it."""
-    needed = catalog.FAMILIES[family].get("applies_to")
-    only = cfg["metrics"].get("variants", {}).get(family)
-    return (not needed or needed in catalog.VARIANTS[variant].get("provides", [])) and (only is None or variant in only)
-
-
 def run(name: str, ctx: Context) -> pd.DataFrame:
     """Rows of family `name` for the model(s) of `ctx`; none where the family does not score the
-    variant (`scores`)."""
-    if not scores(ctx.cfg, name, ctx.variant):
+    variant (`catalog.scores`)."""
+    if not catalog.scores(ctx.cfg, name, ctx.variant):
         frame = pd.DataFrame(columns=ROW_COLUMNS)
     else:
         ctx.family = name
