@@ -45,7 +45,6 @@ DATASETS = config["datasets"]
 VARIANTS = config["train"]["variants"]
 SEEDS = config["train"]["seeds"]
 EXPLAIN = config["explain"]
-METHODS = EXPLAIN["methods"]
 SPLITS = EXPLAIN["splits"]
 FAMILIES = config["metrics"]["families"]
 FORMATS = config["figures"]["formats"]
@@ -145,11 +144,10 @@ def train_inputs(wildcards):
 
 def explain_settings(variant):
     """Only the explanation settings and the options of the methods that apply to `variant`."""
-    ecfg = EXPLAIN
     methods = catalog.methods_for(EXPLAIN, variant)
     return as_json(device=config["device"], train=model_settings(variant),
-                   explain={"target": ecfg["target"], "batch_size": ecfg["batch_size"],
-                            "options": {m: ecfg["options"][m] for m in methods if m in ecfg["options"]}})
+                   explain={"target": EXPLAIN["target"], "batch_size": EXPLAIN["batch_size"],
+                            "options": {m: EXPLAIN["options"][m] for m in methods if m in EXPLAIN["options"]}})
 
 
 def measure_settings(wildcards):

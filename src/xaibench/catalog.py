@@ -135,11 +135,12 @@ def figures_for(cfg: dict) -> list[str]:
 def figure_parts(names: list[str], parts: int = 2) -> list[list[str]]:
     """`names` in `parts` lists of about equal drawing cost (longest first to the least loaded part),
     each in catalog order; empty parts are dropped. The figure jobs draw one part each, in parallel."""
+    cost = {n: FIGURES[n].get("cost", 1) for n in names}
     bins, load = [[] for _ in range(parts)], [0] * parts
-    for name in sorted(names, key=lambda n: -FIGURES[n].get("cost", 1)):
+    for name in sorted(names, key=lambda n: -cost[n]):
         i = load.index(min(load))
         bins[i].append(name)
-        load[i] += FIGURES[name].get("cost", 1)
+        load[i] += cost[name]
     order = list(FIGURES)
     return [sorted(b, key=order.index) for b in bins if b]
 

@@ -80,4 +80,3 @@ def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
     assert set(jobs_of(text)) == {"draw_figures_1", "draw_figures_2", "timing", "figures"}
     assert (clone / "results/figures/shapes/accuracy.png").is_file()
     assert (clone / "results/figures/timing.png").is_file()  # where the time went, from the pulled benchmark files
-
