@@ -45,6 +45,7 @@ CATALOG_ENUMS = {
     ("explain", "methods"): "EXPLAINERS",
     ("metrics", "families"): "FAMILIES",
     ("featviz", "variants"): "VARIANTS",
+    ("featviz", "methods"): "FEATVIZ",
 }
 
 
@@ -152,7 +153,54 @@ def _check_relations(cfg: dict) -> None:
     if missing:
         raise ConfigError(f"featviz.seeds: {missing} not in train.seeds {cfg['train']['seeds']}; "
                           "prototypes are generated only for trained models")
+    _check_runnable(cfg, catalog)
     return cfg
+
+
+def _check_runnable(cfg: dict, catalog) -> None:
+    """What a step would refuse only when its job runs, refused here, before any job (and any output) is
+    touched: repeated names, explainer options by name and type, families that cannot run on these
+    map sizes or seeds, a device that is not there."""
+    _check_repeats(cfg)
+    for method, options in cfg["explain"]["options"].items():
+        _check_options(f"explain.options.{method}", options, catalog.EXPLAINERS[method]["options"])
+    side = catalog.native_side(cfg["train"]["arch"], cfg["data"]["image_size"])
+    for family in cfg["metrics"]["families"]:
+        need = catalog.FAMILIES[family].get("min_native_side", 0)
+        if side < need and cfg["metrics"]["salience"]["resolution"] == "native":
+            raise ConfigError(f"metrics.families: {family} needs maps of at least {need}x{need}, but {cfg['train']['arch']} "
+                              f"at data.image_size {cfg['data']['image_size']} gives {side}x{side}; use a larger image_size, "
+                              "metrics.salience.resolution: input, or drop the family")
+    device = cfg["device"]
+    if device.startswith(("cuda", "mps")):
+        import torch  # only when a device other than the CPU is asked for (the no-op run stays fast)
+        ok = torch.backends.mps.is_available() if device == "mps" else (
+            torch.cuda.is_available() and int(device.partition(":")[2] or 0) < torch.cuda.device_count())
+        if not ok:
+            raise ConfigError(f"device: '{device}' requested but not available on this machine (use device: auto)")
+
+
+def _check_options(key: str, options: dict, defaults: dict) -> None:
+    """Each option must be one the method takes, of its default's type (numbers: int for int defaults)."""
+    for name, value in options.items():
+        if name not in defaults:
+            raise ConfigError(f"{key}.{name}: not an option; choose from: {', '.join(defaults) or '(none)'}")
+        want = defaults[name]
+        kind = (bool if isinstance(want, bool) else int if isinstance(want, int) else (int, float)
+                if isinstance(want, float) else type(want))
+        if isinstance(value, bool) != isinstance(want, bool) or not isinstance(value, kind):
+            raise ConfigError(f"{key}.{name}: {value!r} should be a {type(want).__name__} (default {want!r})")
+
+
+def _check_repeats(node, path: str = "") -> None:
+    """Lists of names and seeds must not repeat an entry (it would run or count a thing twice)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_repeats(value, f"{path}{key}.")
+    elif isinstance(node, list) and (all(isinstance(v, str) for v in node) or path.endswith("seeds.")):
+        repeated = sorted({v for v in node if node.count(v) > 1}, key=str)
+        if repeated:
+            raise ConfigError(f"{path.rstrip('.')}: {repeated} listed more than once")
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:

@@ -7,7 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 DATA = Path("data/prepared")
+RUNS = Path("runs")
 RESULTS = Path("results")
+SUMMARY = RESULTS / "summary.json"
+
+
+def run_dir(run: str) -> Path:
+    """Where a run's data/ and results/ live: the default run at the top (the paths DVC tracks), a
+    named run (a preset's `run:`) in runs/<run>/, so runs never overwrite each other. Every path
+    below is relative to it (Snakemake's `workdir`, the CLI's working directory)."""
+    return Path(".") if run == "default" else RUNS / run
 
 
 def prepared(dataset: str) -> Path:

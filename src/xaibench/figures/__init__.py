@@ -21,6 +21,20 @@ FIGURES = Registry("figure", catalog.FIGURES)
 register = FIGURES.register
 PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "lap_plugin": "#8FBC8F",
            "protopnet": "#C44E52", "protopnet_comp": "#8172B3"}
+# Colours for any other variant (a user's own): picked by a hash of the name, so a name keeps its colour
+# across figures and runs whatever else is configured.
+_SPARE = ["#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD", "#2F4B7C", "#A05195", "#F95D6A", "#FFA600",
+          "#665191", "#3E8E41", "#B5651D"]
+
+
+def colour(variant: str) -> str:
+    """The colour of a variant in every figure: the built-in palette, else a stable spare colour."""
+    import zlib
+    return PALETTE.get(variant) or _SPARE[zlib.crc32(variant.encode()) % len(_SPARE)]
+
+
+def palette(variants) -> dict[str, str]:
+    return {v: colour(v) for v in variants}
 
 
 class NotApplicable(Exception):
@@ -49,10 +63,11 @@ def table(dataset: str, family: str) -> pd.DataFrame:
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
     """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible."""
     import seaborn as sns  # not at module level: featviz draws its grids without seaborn's scipy import
+    colours = palette(data[hue].unique()) if hue == "variant" else None
     sns.barplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", ax=ax,
-                palette=PALETTE, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
+                palette=colours, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
     sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, ax=ax,
-                  palette=PALETTE, size=5, edgecolor="black", linewidth=0.6, legend=False)
+                  palette=colours, size=5, edgecolor="black", linewidth=0.6, legend=False)
 
 
 def _variants(cfg):

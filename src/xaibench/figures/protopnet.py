@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import NotApplicable, PALETTE, plt, register, save, seed_points, table, tile  # noqa: F401
+from . import NotApplicable, plt, register, save, seed_points, table, tile  # noqa: F401
 from .. import catalog, paths
 from ..io import atomic_path, save_csv
 
