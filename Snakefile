@@ -33,6 +33,8 @@ if config["run"] != "default":
 
     workdir: str(_run_dir(config["run"]))
 
+    config.update(_settings.rebase_inputs(config, _run_dir(config["run"])))  # data/raw/... seen from there
+
 
 report: "report/workflow.rst"
 

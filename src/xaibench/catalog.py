@@ -9,13 +9,13 @@ family or figure = one new module + one entry here (docs/architecture.md, "How t
 Variant entries: `settings` is the variant's own block under `train` (part of its model config);
 `provides` lists capabilities explainers may need (`linear_head`: the `Classifier` features → GAP →
 linear form CAM reads; `plain_layers`: only the torch layers AGF's rule table propagates through; `lap`:
-LAP attention; `prototypes`: a prototype layer); `source` names the
+LAP attention; `prototype_layer`: a ProtoPNet prototype layer); `source` names the
 variant whose trained model it starts from (trained first, same seed); `seeds` is a key path under
 `train` restricting the variant to some seeds.
 Explainer entries: `needs` is a capability a model must provide (the explainer applies only there).
 Family scope: `model` runs once per trained model (dataset × variant × seed); `variant` runs once
 per variant with every seed's outputs at hand (e.g. cross-run stability).
-Family needs: `models` (checkpoints), `explanations` (maps of every method × split), `prototypes`
+Family needs: `models` (checkpoints), `explanations` (maps of every method × split), `generated_images`
 (paper B's generated images, results/prototypes/; only for the models `featviz_models` selects);
 `applies_to` names a capability the variant must provide (else the family writes no rows for it).
 Family metrics: metric name -> score direction, "higher" or "lower" is better, or "none" where the
@@ -48,14 +48,14 @@ def native_side(arch: str, image_size: int) -> int:
 
 VARIANTS = {
     "standard": {"module": "xaibench.training.variants", "provides": ["linear_head", "plain_layers"]},
-    "salience": {"module": "xaibench.training.variants", "settings": "salience", "provides": ["linear_head", "plain_layers"]},
+    "salience": {"module": "xaibench.training.variants", "settings": "cyborg", "provides": ["linear_head", "plain_layers"]},
     "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap", "linear_head"]},
     "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
                    "source": "standard", "seeds": "lap.plugin.seeds"},
-    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototype_layer"],
                   "source": "standard",
                   "seeds": "protopnet.seeds"},
-    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototype_layer"],
                        "source": "standard",
                        "seeds": "protopnet.seeds"},
 }
@@ -79,7 +79,7 @@ EXPLAINERS = {
             "options": {"seed": "gaussian", "no_fx": False, "no_m": False, "no_fdx": False, "no_a": False,
                         "no_reg": False, "gradcam": False, "flat": False, "block_flat": True, "zb_channels": 3,
                         "heaviside_slope": 10.0, "ridge": 1.0, "eps": 1e-9, "normalise": "max", "precision": "float64"}},
-    "proto": {"module": "xaibench.explain.prototypes", "needs": "prototypes",
+    "proto": {"module": "xaibench.explain.prototypes", "needs": "prototype_layer",
               "options": {"prototype": "class_top", "upsample": True}},
 }
 
@@ -108,7 +108,7 @@ def methods_for(explain: dict, variant: str) -> list[str]:
 
 def scores(cfg: dict, family: str, variant: str) -> bool:
     """Whether `family` has rows for `variant`: the variant provides the capability the family
-    needs (`applies_to`, e.g. `prototypes`), `metrics.variants.{family}`, if set, lists it, and a
+    needs (`applies_to`, e.g. `prototype_layer`), `metrics.variants.{family}`, if set, lists it, and a
     family spanning seeds (scope `variant`, e.g. stability) has at least two of the variant's seeds
     to compare. The one place that decides it: measure jobs, the DAG and the CLI all ask here."""
     return not why_not_scored(cfg, family, variant)
@@ -170,7 +170,7 @@ def featviz_models(cfg: dict) -> list[tuple[str, int]]:
 def figures_for(cfg: dict) -> list[str]:
     """Figures this configuration can draw: those whose needs (families, explanations, generated
     prototypes) are all computed and, where a figure names variants, one of them is trained."""
-    have = set(cfg["metrics"]["families"]) | {"explanations"} | ({"prototypes"} if featviz_models(cfg) else set())
+    have = set(cfg["metrics"]["families"]) | {"explanations"} | ({"generated_images"} if featviz_models(cfg) else set())
     variants = set(cfg["train"]["variants"])
     return [name for name, spec in FIGURES.items()
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
@@ -223,13 +223,13 @@ FAMILIES = {
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
     "misalignment": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.misalignment",
-                     "applies_to": "prototypes",
+                     "applies_to": "prototype_layer",
                      "metrics": {"PAC": "lower", "PRC": "lower", "PLC": "lower", "AC": "lower",
                                  "accuracy_before": "higher", "accuracy_after": "higher"}},
     # Paper B: activation paths of generated images (featviz methods) and of natural images
     # (method "natural", leave-one-out) against their class mean; cue strength of generated images.
     # Rows only for the models selected in `featviz` (variants × seeds); others write none.
-    "activations": {"scope": "model", "needs": ["models", "prototypes"], "module": "xaibench.metrics.activations",
+    "activations": {"scope": "model", "needs": ["models", "generated_images"], "module": "xaibench.metrics.activations",
                     "metrics": {"spearman": "higher", "l1": "lower", "share_spearman": "higher", "share_l1": "higher",
                                 "classified": "higher", "cue_colour_strength": "none",
                                 "cue_colour_strength_image": "none", "cue_logit_drop": "none"}},
@@ -345,16 +345,16 @@ FIGURES = {
         "needs": ["misalignment"],
         "table": True,
     },
-    "prototypes": {
+    "protopnet_gallery": {
         "module": "xaibench.figures.protopnet",
         "cost": 4,
         "needs": [],
         "variants": ["protopnet", "protopnet_comp"],
     },
-    # Paper B. "prototypes": the generated images of the models selected in `featviz`.
+    # Paper B. "generated_images": the images featviz generated for the models it selects.
     "prototypes_grid": {
         "module": "xaibench.figures.prototypes",
-        "needs": ["prototypes"],
+        "needs": ["generated_images"],
     },
     "activation_paths": {
         "module": "xaibench.figures.prototypes",

@@ -44,6 +44,7 @@ def _load(args) -> dict:
             import os
             paths.run_dir(cfg["run"]).mkdir(parents=True, exist_ok=True)
             os.chdir(paths.run_dir(cfg["run"]))
+            cfg = config.rebase_inputs(cfg, paths.run_dir(cfg["run"]))
     if args.device:
         cfg["device"] = args.device
     job = {k: getattr(args, k) for k in ("dataset", "variant", "seed", "family", "method")

@@ -145,7 +145,7 @@ def keys(step: str, cfg: dict, *, dataset: str | None = None, variant: str | Non
         out = ["device", "explain", *_rest(cfg, "metrics", "families"), *model_keys(cfg, variant)]
         if not per_model:
             out += seed_keys(variant)  # families spanning seeds: which seeds they compare
-        if per_model and any("prototypes" in catalog.FAMILIES[f]["needs"] for f in families):
+        if per_model and any("generated_images" in catalog.FAMILIES[f]["needs"] for f in families):
             out += ["featviz.variants", "featviz.seeds"]  # narrowed to this model by `settings`
         return out
     if step == "aggregate":
@@ -227,7 +227,7 @@ def measure_inputs(cfg: dict, dataset: str, variant: str, seed=None, family: str
         if "explanations" in needs:
             files += [str(paths.explanation(dataset, variant, s, m, sp))
                       for m in catalog.methods_for(cfg["explain"], variant) for sp in cfg["explain"]["splits"]]
-        if "prototypes" in needs and (variant, int(s)) in featviz:
+        if "generated_images" in needs and (variant, int(s)) in featviz:
             files.append(str(paths.prototypes(dataset, variant, s)))
     return files
 
@@ -260,7 +260,7 @@ def figure_inputs(cfg: dict, dataset: str, names: list[str]) -> list[str]:
     if "explanations" in needs:
         files += [str(paths.explanation(dataset, v, s, m, "test"))
                   for v, s in models(cfg) for m in catalog.methods_for(cfg["explain"], v)]
-    if "prototypes" in needs:
+    if "generated_images" in needs:
         files += [str(paths.prototypes(dataset, v, s)) for v, s in catalog.featviz_models(cfg)]
     files += [model_file(dataset, v, seeds(cfg, v)[0]) for name in names
               for v in catalog.FIGURES[name].get("variants", []) if v in cfg["train"]["variants"]]

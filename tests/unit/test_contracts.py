@@ -65,7 +65,7 @@ def test_family_declares_scope_needs_and_directions(family):
     from xaibench import metrics
     spec = catalog.FAMILIES[family]
     assert spec["scope"] in ("model", "variant")
-    assert set(spec["needs"]) <= {"models", "explanations", "prototypes"}
+    assert set(spec["needs"]) <= {"models", "explanations", "generated_images"}
     assert spec["metrics"] and set(spec["metrics"].values()) <= {"higher", "lower", "none"}
     assert callable(metrics.FAMILIES.get(family))
 
@@ -153,3 +153,16 @@ def test_a_hand_run_measure_takes_the_seeds_the_dag_gives(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "stability compares training runs; lap_plugin is trained for seeds [0] only" in err[0]
+
+
+def test_dvc_stage_params_cover_what_their_steps_read(full_cfg):
+    """A DVC stage's `params` sections hold every settings section its steps' specs read, so `dvc status`
+    sees each setting change that Snakemake's params trigger sees."""
+    import yaml
+    from pathlib import Path
+    stages = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["stages"]
+    of_stage = {"measure": ("measure", "aggregate", "summary")}
+    for step, job in _jobs(full_cfg):
+        stage = next(s for s in stages if step in of_stage.get(s, (s,)))
+        sections = {k.split(".")[0] for k in steps.keys(step, full_cfg, **job)}
+        assert sections <= set(stages[stage].get("params", [])), (step, sections - set(stages[stage]["params"]))

@@ -37,10 +37,10 @@ def lap_faithfulness(cfg, dataset):
     if not loc.empty:
         seed_points(axes[2], loc, "method", "value", "variant", order=[m for m in methods if m in set(loc.method)],
                     hue_order=variants)
-        for method, (ls, colour) in BASELINE_STYLE.items():
+        for method, (ls, line_colour) in BASELINE_STYLE.items():
             ref = loc[loc.method == method]["value"]
             if len(ref):
-                axes[2].axhline(ref.mean(), ls=ls, c=colour, lw=1, label=method.replace("baseline_", ""))
+                axes[2].axhline(ref.mean(), ls=ls, c=line_colour, lw=1, label=method.replace("baseline_", ""))
     axes[2].set(title="relevance mass in the object mask\n(higher = better localised)", xlabel="explainer",
                 ylabel="share of relevance in mask", ylim=(0, 1.02))
     for ax in axes[1:]:
