@@ -10,8 +10,8 @@ for name in DATASETS:
         params:
             settings=spec("prepare", dataset=name),
         log:
-            f"results/logs/prepare/{name}.log",
+            str(paths.log("prepare", f"{name}")),
         benchmark:
-            f"results/benchmarks/prepare/{name}.tsv"
+            str(paths.benchmark("prepare", f"{name}"))
         shell:
             f"xaibench prepare --dataset {name} --config {{params.settings:q}} > {{log}} 2>&1"

@@ -24,9 +24,9 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
             settings=spec("figures"),
             only=" ".join(f"--only {name}" for name in names),
         log:
-            f"results/logs/figures/{{dataset}}/part{part}.log",
+            str(paths.log("figures", "{dataset}", f"part{part}")),
         benchmark:
-            f"results/benchmarks/figures/{{dataset}}/part{part}.tsv"
+            str(paths.benchmark("figures", "{dataset}", f"part{part}"))
         shell:
             "xaibench figures --dataset {wildcards.dataset} {params.only} --config {params.settings:q} > {log} 2>&1"
 
@@ -38,10 +38,10 @@ rule timing:
         PHASES["figures"],
         str(paths.SUMMARY),
     output:
-        report(update("results/figures/timing.png"), caption="../report/captions/timing.rst", category="run",
+        report(update(str(paths.TIMING)), caption="../report/captions/timing.rst", category="run",
                labels={"figure": "timing"}),
     log:
-        "results/logs/figures/timing.log",
+        str(paths.log("figures", "timing")),
     shell:
         "python -m xaibench.figures.timing --benchmarks results/benchmarks --timing {output:q} > {log} 2>&1"
 
@@ -57,6 +57,6 @@ rule speed_figure:
         report(update("results/figures/speed.png"), caption="../report/captions/speed.rst", category="run",
                labels={"figure": "speed"}),
     log:
-        "results/logs/figures/speed.log",
+        str(paths.log("figures", "speed")),
     shell:
         "python -m xaibench.figures.timing --speed {input:q} {output:q} > {log} 2>&1"

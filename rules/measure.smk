@@ -12,9 +12,9 @@ if MODEL_FAMILIES:
             families=" ".join(f"--family {f}" for f in MODEL_FAMILIES),
         threads: 1
         log:
-            "results/logs/measure/{dataset}/{variant}/seed{seed}.log",
+            str(paths.log("measure", "{dataset}", "{variant}", "seed{seed}")),
         benchmark:
-            "results/benchmarks/measure/{dataset}/{variant}/seed{seed}.tsv"
+            str(paths.benchmark("measure", "{dataset}", "{variant}", "seed{seed}"))
         shell:
             "xaibench measure --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
             " {params.families} --threads {threads} --config {params.settings:q} > {log} 2>&1"
@@ -31,9 +31,9 @@ rule measure_variant:
         settings=spec("measure"),
     threads: 1
     log:
-        "results/logs/measure/{dataset}/{family}/{variant}/seeds.log",
+        str(paths.log("measure", "{dataset}", "{family}", "{variant}", "seeds")),
     benchmark:
-        "results/benchmarks/measure/{dataset}/{family}/{variant}/seeds.tsv"
+        str(paths.benchmark("measure", "{dataset}", "{family}", "{variant}", "seeds"))
     shell:
         "xaibench measure --dataset {wildcards.dataset} --family {wildcards.family} --variant {wildcards.variant}"
         " --threads {threads} --config {params.settings:q} > {log} 2>&1"
@@ -49,9 +49,9 @@ rule aggregate:
         settings=spec("aggregate"),
         families=" ".join(f"--family {f}" for f in config["metrics"]["families"]),
     log:
-        "results/logs/aggregate/{dataset}.log",
+        str(paths.log("aggregate", "{dataset}")),
     benchmark:
-        "results/benchmarks/aggregate/{dataset}.tsv"
+        str(paths.benchmark("aggregate", "{dataset}"))
     shell:
         "xaibench aggregate --dataset {wildcards.dataset} {params.families} --config {params.settings:q} {input:q} > {log} 2>&1"
 
@@ -65,8 +65,8 @@ rule summary:
     params:
         settings=spec("summary"),
     log:
-        "results/logs/summary.log",
+        str(paths.log("summary")),
     benchmark:
-        "results/benchmarks/summary.tsv"
+        str(paths.benchmark("summary"))
     shell:
         "xaibench summary --config {params.settings:q} --out {output:q} > {log} 2>&1"

@@ -16,9 +16,9 @@ rule train_model:
     resources:
         gpu=0,
     log:
-        "results/logs/train/{dataset}/{variant}/seed{seed}.log",
+        str(paths.log("train", "{dataset}", "{variant}", "seed{seed}")),
     benchmark:
-        "results/benchmarks/train/{dataset}/{variant}/seed{seed}.tsv"
+        str(paths.benchmark("train", "{dataset}", "{variant}", "seed{seed}"))
     shell:
         "xaibench train --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --threads {threads} --config {params.settings:q} > {log} 2>&1"
@@ -43,9 +43,9 @@ for variant in VARIANTS:
             variant=variant,
         threads: 1
         log:
-            f"results/logs/explain/{{dataset}}/{variant}/seed{{seed}}/{{split}}.log",
+            str(paths.log("explain", "{dataset}", variant, "seed{seed}", "{split}")),
         benchmark:
-            f"results/benchmarks/explain/{{dataset}}/{variant}/seed{{seed}}/{{split}}.tsv"
+            str(paths.benchmark("explain", "{dataset}", variant, "seed{seed}", "{split}"))
         shell:
             "xaibench explain --dataset {wildcards.dataset} --variant {params.variant} --seed {wildcards.seed}"
             " {params.methods} --split {wildcards.split} --threads {threads} --config {params.settings:q} > {log} 2>&1"
@@ -63,9 +63,9 @@ rule generate_prototypes:
         settings=spec("generate"),
     threads: 1
     log:
-        "results/logs/generate/{dataset}/{variant}/seed{seed}.log",
+        str(paths.log("generate", "{dataset}", "{variant}", "seed{seed}")),
     benchmark:
-        "results/benchmarks/generate/{dataset}/{variant}/seed{seed}.tsv"
+        str(paths.benchmark("generate", "{dataset}", "{variant}", "seed{seed}"))
     shell:
         "xaibench generate --dataset {wildcards.dataset} --variant {wildcards.variant} --seed {wildcards.seed}"
         " --threads {threads} --config {params.settings:q} > {log} 2>&1"

@@ -10,6 +10,7 @@ DATA = Path("data/prepared")
 RUNS = Path("runs")
 RESULTS = Path("results")
 SUMMARY = RESULTS / "summary.json"
+TIMING = RESULTS / "figures" / "timing.png"  # where the run's time went (every job's benchmark file)
 
 
 def run_dir(run: str) -> Path:
@@ -52,3 +53,14 @@ def figures(dataset: str) -> Path:
 
 def tables(dataset: str) -> Path:
     return RESULTS / "tables" / dataset
+
+
+def log(step: str, *parts: str) -> Path:
+    """A job's log: results/logs/{step}/{parts...}.log (wildcard patterns welcome)."""
+    return RESULTS / "logs" / step / Path(*parts).with_suffix(".log") if parts else RESULTS / "logs" / f"{step}.log"
+
+
+def benchmark(step: str, *parts: str) -> Path:
+    """A job's time and memory (Snakemake `benchmark:`): results/benchmarks/{step}/{parts...}.tsv."""
+    return RESULTS / "benchmarks" / step / Path(*parts).with_suffix(".tsv") if parts else RESULTS / "benchmarks" / f"{step}.tsv"
+

@@ -114,3 +114,20 @@ def test_a_job_failing_at_run_time_keeps_its_previous_outputs(smoke_run, tmp_pat
     after = _state(root)
     assert {k: v for k, v in after.items() if not k.endswith("seed0/model.pt")} == \
            {k: v for k, v in before.items() if not k.endswith("seed0/model.pt")}
+
+
+def test_a_preset_run_and_dvc_repro_keep_apart(tmp_path):
+    """A preset names its run (`run: smoke`): its data lives in runs/smoke/, so `dvc repro` of the default
+    run leaves it byte-identical and the preset's next run finds nothing to do (they overwrote each other)."""
+    from .helpers import copy_workflow
+    root = copy_workflow(tmp_path / "wf", preset=None)
+    run("git init -q && git config user.email t@t && git config user.name t && dvc init -q && git add -A"
+        " && git commit -qm wf", root)
+    smoke = ["--configfile", "presets/smoke.yaml"]
+    run(["snakemake", "--cores", "2", "prepare", *smoke], root)
+    mine = {str(p): sha(p) for p in (root / "runs/smoke/data/prepared").rglob("*") if p.is_file()}
+    assert mine and not (root / "data/prepared").exists()
+    run(["dvc", "repro", "prepare"], root, timeout=900)
+    assert (root / "data/prepared/shapes/meta.json").is_file()  # the default run's own data
+    assert {str(p): sha(p) for p in (root / "runs/smoke/data/prepared").rglob("*") if p.is_file()} == mine
+    assert "Nothing to be done" in run(["snakemake", "-n", "prepare", *smoke], root).stdout
