@@ -143,6 +143,21 @@ def cmd_aggregate(args, cfg):
         print(f"{paths.metric_table(args.dataset, family)}: {sum(map(len, frames))} per-image rows")
 
 
+def cmd_discrimination(args, cfg):
+    """Print (and with --out save) each metric's discrimination index: oracle minus chance, oriented,
+    with a bootstrap CI over images, from per-image rows of one family (metrics/discrimination.py)."""
+    import pandas as pd
+
+    from .io import read_table, save_csv
+    from .metrics.discrimination import discrimination_table
+    rows = pd.concat([read_table(p) for p in args.inputs], ignore_index=True)
+    table = discrimination_table(rows, catalog.FAMILIES[args.family]["metrics"], seed=args.bootstrap_seed)
+    if args.out:
+        save_csv(args.out, table)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 500):
+        print(table.drop(columns="per_seed").round(4).to_string(index=False))
+
+
 def cmd_summary(args, cfg):
     from .metrics import summarize
     from .io import save_json
@@ -234,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="family whose table to write even without rows (repeatable)")
     p.add_argument("inputs", nargs="*", help="per-model .parquet files written by `measure` "
                    "(results/metrics/{dataset}/{family}/{variant}/{unit}.parquet)")
+    p = step("discrimination", cmd_discrimination, "can a family's test separate its oracle map from chance? "
+             "the discrimination index per metric, with a bootstrap CI, from per-image rows")
+    p.add_argument("--family", required=True, choices=list(catalog.FAMILIES))
+    p.add_argument("--out", help="also write the table to this CSV")
+    p.add_argument("--bootstrap-seed", type=int, default=0)
+    p.add_argument("inputs", nargs="+", help="per-image .parquet files of that family written by `measure` or `aggregate`")
     p = step("summary", cmd_summary, "headline numbers (mean and sd over seeds) as JSON for `dvc metrics show`")
     p.add_argument("--out", default="results/summary.json")
     p = step("figures", cmd_figures, "draw figures of a dataset from its tidy tables (never touches a model)")

@@ -8,7 +8,12 @@ most relevant pixels first (a faithful map makes accuracy fall fast: lower AUC i
 `negative` the least relevant first (accuracy should hold: higher AUC is better).
 
 Choices vs the reference (docs/agf_protocol.md):
-- baseline `black` (0 in [0,1] space, the reference) or `mean` (the dataset's per-channel mean).
+- the fill of removed pixels (`baseline`): `black` (0 in [0,1] space, the reference's), `mean` (the
+  dataset's per-channel mean), `blur` (the image's own Gaussian blur) or `road` (ROAD's noisy
+  linear imputation, metrics/imputation.py). Black patches are far from the training images of a
+  small CNN, which may then fail whatever was removed; the other three are the field's ways to
+  stay closer to the data. The default is chosen by how well each separates the oracle map from
+  a random one (docs/agf_protocol.md, "Which fill").
 - ties in a map are broken by a seeded random order (`seed`); the reference's `torch.topk` leaves
   tie order unspecified, and ReLU'd maps are flat over large areas, where raster order would bias
   the test. Negative order ranks `-maps` with the same tie-break.
@@ -28,7 +33,10 @@ import pandas as pd
 import torch
 
 from . import over_maps, register
+from .imputation import noisy_linear_imputation
+from .salience import gaussian_blur
 
+FILLS = ("black", "mean", "blur", "road")  # black: the reference's
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ORDERS = ("positive", "negative")
 
@@ -51,14 +59,34 @@ def removal_rank(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
                                             .expand_as(order).contiguous()).view_as(maps)
 
 
+def fill_image(images: torch.Tensor, baseline: str = "black", dataset_mean: Sequence[float] | None = None,
+               blur_sigma: float = 0.0625) -> torch.Tensor:
+    """What a removed pixel becomes, for the fills that do not depend on which pixels are removed:
+    `black` (0), `mean` (`dataset_mean`, per channel) or `blur` (the image blurred with σ =
+    `blur_sigma` × its longer side; torchvision's gaussian_blur, kernel 2·int(4σ + 0.5) + 1).
+    Broadcastable to images [B,C,H,W]."""
+    c = images.shape[1]
+    if baseline == "black":
+        return torch.zeros(1, c, 1, 1, dtype=images.dtype, device=images.device)
+    if baseline == "mean":
+        if dataset_mean is None or len(dataset_mean) != c:
+            raise ValueError(f"perturbation baseline 'mean' needs dataset_mean with {c} values, got {dataset_mean}")
+        return torch.as_tensor(dataset_mean, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
+    if baseline == "blur":
+        return gaussian_blur(images, blur_sigma * max(images.shape[-2:]), mirror=True)
+    raise ValueError(f"perturbation baseline must be one of {', '.join(FILLS)}, got {baseline!r}")
+
+
 @torch.no_grad()
 def perturbation_curves(model, images: torch.Tensor, labels: torch.Tensor, maps: torch.Tensor,
                         fractions: Sequence[float] = FRACTIONS, order: str = "positive", baseline: str = "black",
-                        dataset_mean: Sequence[float] | None = None, seed: int = 0) -> torch.Tensor:
+                        dataset_mean: Sequence[float] | None = None, seed: int = 0, blur_sigma: float = 0.0625,
+                        road_noise: float = 0.01) -> torch.Tensor:
     """[B, len(fractions)] bool: top-1 prediction == label after removing each fraction of pixels.
 
-    images [B,C,H,W] in [0,1]; maps [B,H,W] (any sign; only the ranking matters). One batched
-    forward pass per fraction.
+    images [B,C,H,W] in [0,1]; maps [B,H,W] (any sign; only the ranking matters). Removed pixels
+    take the fill `baseline` (FILLS; `fill_image`, or ROAD's imputation with noise sd `road_noise`
+    drawn from `seed`). One batched forward pass per fraction.
     """
     b, c, h, w = images.shape
     if maps.shape != (b, h, w) or labels.shape != (b,):
@@ -68,19 +96,17 @@ def perturbation_curves(model, images: torch.Tensor, labels: torch.Tensor, maps:
         raise ValueError(f"perturbation order must be positive or negative, got {order!r}")
     if not fractions or any(not 0 < float(p) <= 1 for p in fractions):
         raise ValueError(f"perturbation fractions must lie in (0, 1], got {list(fractions)}")
-    if baseline == "black":
-        value = torch.zeros(1, c, 1, 1, dtype=images.dtype, device=images.device)
-    elif baseline == "mean":
-        if dataset_mean is None or len(dataset_mean) != c:
-            raise ValueError(f"perturbation baseline 'mean' needs dataset_mean with {c} values, got {dataset_mean}")
-        value = torch.as_tensor(dataset_mean, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
-    else:
-        raise ValueError(f"perturbation baseline must be black or mean, got {baseline!r}")
+    value = None if baseline == "road" else fill_image(images, baseline, dataset_mean, blur_sigma)
+    noise = torch.Generator().manual_seed(int(seed))
     ranked = maps if order == "positive" else -maps
-    rank = removal_rank(ranked, seed)[:, None]  # [B,1,H,W], 0 = removed first
+    rank = removal_rank(ranked, seed)  # [B,H,W], 0 = removed first
     out = []
     for k in removal_counts(fractions, h * w).tolist():
-        x = torch.where(rank < k, value, images)
+        removed = rank < k
+        if value is None:
+            x = noisy_linear_imputation(images, removed, road_noise, noise)
+        else:
+            x = torch.where(removed[:, None], value, images)
         out.append(model(x).argmax(1) == labels)
     return torch.stack(out, 1)
 
@@ -146,7 +172,7 @@ def perturbation(ctx) -> pd.DataFrame:
     pcfg = ctx.cfg["metrics"]["perturbation"]
     fractions = sorted(pcfg["fractions"])
     model = ctx.model(ctx.seed).eval()
-    mean = None
+    mean, fill = None, {k: pcfg[k] for k in ("blur_sigma", "road_noise")}
     if pcfg["baseline"] == "mean":  # the training images' per-channel mean, in [0,1]
         mean = (ctx.split("train").images.reshape(-1, 3).mean(0) / 255.0).tolist()
     options = ctx.cfg["explain"].get("options", {})
@@ -164,7 +190,7 @@ def perturbation(ctx) -> pd.DataFrame:
             if id(maps) not in curves:
                 ranked = (maps.clamp_min(0) if pcfg["ranking"] == "positive" else maps).to(ctx.device)
                 curves[id(maps)] = {order: perturbation_curves(model, b.images, labels, ranked, fractions, order,
-                                                               pcfg["baseline"], mean, seed=ctx.seed).float().cpu()
+                                                               pcfg["baseline"], mean, seed=ctx.seed, **fill).float().cpu()
                                     for order in ORDERS}
             for order, curve in curves[id(maps)].items():
                 for k, p in enumerate(fractions):

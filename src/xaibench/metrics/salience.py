@@ -420,15 +420,20 @@ def stability(ctx) -> pd.DataFrame:
 
 # ---- (e) salience-guided degradation ---------------------------------------------------------
 
-def _reflect_index(n: int, r: int, device) -> torch.Tensor:
-    """Indices that pad a length-n axis by r on each side as scipy.ndimage mode 'reflect' (d c b a | a b c d)."""
-    i = torch.arange(-r, n + r, device=device).remainder(2 * n)
-    return torch.where(i >= n, 2 * n - 1 - i, i)
+def _reflect_index(n: int, r: int, device, mirror: bool = False) -> torch.Tensor:
+    """Indices that pad a length-n axis by r on each side as scipy.ndimage mode 'reflect' (d c b a | a b c d),
+    or with `mirror` as mode 'mirror' = torch's and torchvision's 'reflect' (d c b | a b c d)."""
+    period = 2 * n - 2 if mirror else 2 * n
+    if period == 0:
+        return torch.zeros(n + 2 * r, dtype=torch.long, device=device)
+    i = torch.arange(-r, n + r, device=device).remainder(period)
+    return torch.where(i >= n, period - 1 - i + int(mirror), i)
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: float, truncate: float = 4.0, mirror: bool = False) -> torch.Tensor:
     """scipy.ndimage.gaussian_filter of each channel of [B,C,H,W]: separable, radius
-    int(truncate·σ + 0.5), mode 'reflect'. Radius 0 (σ < 0.125) is scipy's 1-tap identity."""
+    int(truncate·σ + 0.5), mode 'reflect' (`mirror`: mode 'mirror', which equals torchvision's
+    gaussian_blur with kernel size 2·radius + 1). Radius 0 (σ < 0.125) is scipy's 1-tap identity."""
     r = int(truncate * sigma + 0.5) if sigma > 0 else 0
     if r == 0:
         return images
@@ -436,9 +441,9 @@ def gaussian_blur(images: torch.Tensor, sigma: float, truncate: float = 4.0) -> 
     t = torch.arange(-r, r + 1, device=images.device, dtype=images.dtype)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
-    x = images.index_select(3, _reflect_index(w, r, images.device))
+    x = images.index_select(3, _reflect_index(w, r, images.device, mirror))
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = x.index_select(2, _reflect_index(h, r, images.device))
+    x = x.index_select(2, _reflect_index(h, r, images.device, mirror))
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
