@@ -88,7 +88,9 @@ def test_perturbation_rows_label_maps_and_auc(project):
     # true-class maps: the saved map where the prediction is right, a recomputed one elsewhere
     x, labels = split.tensors(slice(0, 20)), torch.from_numpy(split.labels[:20])
     maps = explain.maps_for(model, x, labels, "agf")
-    want = perturbation_curves(model, x, labels, maps, order="negative", seed=0).float()
+    pcfg = cfg["metrics"]["perturbation"]
+    want = perturbation_curves(model, x, labels, maps, order="negative", baseline=pcfg["baseline"], seed=0,
+                               blur_sigma=pcfg["blur_sigma"]).float()
     got = np.stack([_values(frame, method="agf", metric="negative_accuracy", setting="label", level=p)
                     for p in cfg["metrics"]["perturbation"]["fractions"]], 1)
     preds = model(x).argmax(1)
@@ -99,6 +101,20 @@ def test_perturbation_rows_label_maps_and_auc(project):
     pred_rows = np.stack([_values(frame, method="agf", metric="negative_accuracy", setting="predicted", level=p)
                           for p in cfg["metrics"]["perturbation"]["fractions"]], 1)
     np.testing.assert_array_equal(got[~wrong], pred_rows[~wrong])
+
+
+def test_perturbation_fill_settings_reach_the_curves(project):
+    cfg, model, split = project
+    fill = {"baseline": "road", "road_noise": 0.3}
+    ctx = _ctx(cfg, perturbation={"max_images": 6, **fill})
+    ctx.cfg["metrics"]["methods"]["perturbation"] = []            # reference lines only
+    frame = metrics.run("perturbation", ctx)
+    x, labels = split.tensors(slice(0, 6)), torch.from_numpy(split.labels[:6])
+    oracle = torch.from_numpy(split.masks[:6] > 127).float()
+    want = perturbation_curves(model, x, labels, oracle, order="positive", seed=0, **fill).float()
+    got = np.stack([_values(frame, method="baseline_oracle", metric="positive_accuracy", setting="predicted", level=p)
+                    for p in cfg["metrics"]["perturbation"]["fractions"]], 1)
+    np.testing.assert_array_equal(got, want.numpy())
 
 
 def test_segmentation_oracle_nan_and_agf_threshold(project):
@@ -158,3 +174,4 @@ def test_agf_options_pass_through_explain_settings():
     assert explain.check_options("agf", {"precision": "model"}) == {"precision": "model"}
     with pytest.raises(ValueError, match="steps"):
         explain.check_options("gxi", {"steps": 3})
+

@@ -69,13 +69,22 @@ def discrimination_table(rows: pd.DataFrame, directions: dict[str, str], n_boot:
     return pd.DataFrame(out)
 
 
-def trivial_check(rows: pd.DataFrame, direction: str, trivial: tuple[str, ...] = ("baseline_uniform",)) -> pd.DataFrame:
-    """Per trivial map of one metric's rows: its mean score over seeds, the best explainer's (methods
-    not named baseline_*), and `reaches` = the trivial map scores at least as well as the best."""
-    sign = _sign(direction)
+def trivial_check(rows: pd.DataFrame, direction: str, trivial: tuple[str, ...] = ("baseline_uniform",),
+                  n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per trivial map of one metric's rows: its mean score over seeds, the best explainer's (the
+    best mean of the methods not named baseline_*), and the best explainer's margin over it
+    (oriented, CI as `discrimination`); `reaches` = the margin's CI does not lie above 0, i.e. the
+    trivial map is not shown to score below the best explainer."""
+    _sign(direction)
     per_seed = rows.groupby(["method", "seed"] if "seed" in rows else ["method"])["value"].mean()
     means = per_seed.groupby(level="method").mean()
     explainers = means[~means.index.str.startswith("baseline_")]
-    best = float((sign * explainers).max()) * sign if len(explainers) else np.nan
-    return pd.DataFrame([{"trivial": t, "score": float(means.get(t, np.nan)), "best_explainer": best,
-                          "reaches": bool(sign * means.get(t, np.nan) >= sign * best)} for t in trivial])
+    best = (explainers * SIGN[direction]).idxmax() if len(explainers) else None
+    out = []
+    for t in trivial:
+        margin = discrimination(rows, direction, good=best, chance=t, n_boot=n_boot, seed=seed) if best else {}
+        out.append({"trivial": t, "score": float(means.get(t, np.nan)),
+                    "best_explainer": float(means[best]) if best else np.nan,
+                    "margin": margin.get("index", np.nan), "low": margin.get("low", np.nan),
+                    "high": margin.get("high", np.nan), "reaches": not margin.get("low", np.nan) > 0})
+    return pd.DataFrame(out)
