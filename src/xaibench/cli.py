@@ -19,6 +19,7 @@ EPILOG = """steps, in pipeline order:
   measure   write per-image rows of one metric family for one model (or all seeds of a variant)
   aggregate combine per-model rows into the tidy results/metrics/{dataset}/{family}.csv
   summary   headline numbers per dataset x variant into results/summary.json (DVC metrics)
+  discrimination  print a family's oracle-minus-chance index per metric from per-image rows (not a rule)
   figures   draw results/figures/{dataset}/ from the tidy tables only
 
 The whole pipeline is `snakemake --cores all`; these steps are what its rules call."""

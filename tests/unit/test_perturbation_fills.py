@@ -173,3 +173,18 @@ def test_discrimination_table_and_trivial_check():
     both = pd.concat([rows, trivial, explainers], ignore_index=True)
     assert trivial_check(both, "higher")["reaches"].item()            # a constant map wins: uninformative
     assert not trivial_check(both, "lower")["reaches"].item()
+
+
+def test_cli_prints_the_index_and_names_a_bad_file(tmp_path, capsys):
+    from xaibench.cli import main
+    rows = _rows(0.1).assign(metric="negative_auc")
+    path = tmp_path / "seed0.parquet"
+    rows.to_parquet(path)
+    out = tmp_path / "index.csv"
+    assert main(["discrimination", "--family", "perturbation", "--out", str(out), str(path)]) == 0
+    assert "negative_auc" in capsys.readouterr().out
+    saved = pd.read_csv(out)
+    assert saved["index"].item() == pytest.approx(discrimination(rows, "higher")["index"])
+    assert main(["discrimination", "--family", "perturbation", str(tmp_path / "missing.parquet")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.parquet" in err[0]
