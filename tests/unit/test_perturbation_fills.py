@@ -188,3 +188,14 @@ def test_cli_prints_the_index_and_names_a_bad_file(tmp_path, capsys):
     assert main(["discrimination", "--family", "perturbation", str(tmp_path / "missing.parquet")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.parquet" in err[0]
+
+
+def test_discrimination_table_reports_the_strongest_trivial_map():
+    rows = _rows(0.1)
+    chance = rows[rows.method == "baseline_random"]
+    extra = [chance.assign(method="baseline_uniform", value=0.55), chance.assign(method="baseline_gaussian", value=0.7),
+             chance.assign(method="some_explainer", value=0.6)]
+    table = discrimination_table(pd.concat([rows, *extra], ignore_index=True), {"score": "higher"})
+    row = table.iloc[0]
+    assert row["trivial"] == "baseline_gaussian" and row["reaches"] and row["margin"] == pytest.approx(-0.1)
+    assert "trivial" not in discrimination_table(rows, {"score": "higher"})      # no explainer: index only

@@ -18,6 +18,7 @@ import pandas as pd
 
 SIGN = {"higher": 1.0, "lower": -1.0}
 GROUP = ["split", "metric", "setting", "level"]
+TRIVIAL = ("baseline_uniform", "baseline_gaussian")  # maps that know nothing of the image (localization.baseline_maps)
 
 
 def _sign(direction: str) -> float:
@@ -57,15 +58,24 @@ def discrimination(rows: pd.DataFrame, direction: str, good: str = "baseline_ora
     return out
 
 
-def discrimination_table(rows: pd.DataFrame, directions: dict[str, str], n_boot: int = 2000,
-                         seed: int = 0) -> pd.DataFrame:
+def discrimination_table(rows: pd.DataFrame, directions: dict[str, str], n_boot: int = 2000, seed: int = 0,
+                         trivial: tuple[str, ...] = TRIVIAL) -> pd.DataFrame:
     """`discrimination` per split × metric × setting × level of a family's per-image rows, for the
-    metrics that have a direction (`directions`: catalog.FAMILIES[family]["metrics"])."""
+    metrics that have a direction (`directions`: catalog.FAMILIES[family]["metrics"]); where the
+    rows hold trivial maps and explainers, also `trivial_check` of the best-scoring trivial map
+    (columns trivial, trivial_score, best_explainer, margin, margin_low, margin_high, reaches)."""
     rows = rows.assign(setting=rows["setting"].fillna(""))
     out = []
     for key, part in rows[rows["metric"].map(directions).isin(list(SIGN))].groupby(GROUP, dropna=False, sort=True):
-        res = discrimination(part, directions[key[1]], n_boot=n_boot, seed=seed)
-        out.append({**dict(zip(GROUP, key)), "direction": directions[key[1]], **res})
+        direction = directions[key[1]]
+        res = {**dict(zip(GROUP, key)), "direction": direction, **discrimination(part, direction, n_boot=n_boot, seed=seed)}
+        present = [t for t in trivial if t in set(part["method"])]
+        if present and not part["method"].str.startswith("baseline_").all():
+            check = trivial_check(part, direction, tuple(present), n_boot=n_boot, seed=seed)
+            worst = check.loc[(check["score"] * SIGN[direction]).idxmax()]
+            res.update(trivial=worst["trivial"], trivial_score=worst["score"], best_explainer=worst["best_explainer"],
+                       margin=worst["margin"], margin_low=worst["low"], margin_high=worst["high"], reaches=worst["reaches"])
+        out.append(res)
     return pd.DataFrame(out)
 
 
