@@ -15,7 +15,7 @@ import json
 
 from . import catalog, paths
 
-STEPS = ("prepare", "train", "explain", "generate", "measure", "aggregate", "summary", "figures")
+STEPS = ("prepare", "train", "explain", "generate", "measure", "aggregate", "summary", "figures", "discrimination")
 
 
 class UndeclaredSetting(KeyError):
@@ -148,7 +148,7 @@ def keys(step: str, cfg: dict, *, dataset: str | None = None, variant: str | Non
         if per_model and any("generated_images" in catalog.FAMILIES[f]["needs"] for f in families):
             out += ["featviz.variants", "featviz.seeds"]  # narrowed to this model by `settings`
         return out
-    if step == "aggregate":
+    if step in ("aggregate", "discrimination"):  # read per-image rows and the catalog only
         return []
     if step == "summary":
         return ["datasets", "metrics.families", "train.variants",
