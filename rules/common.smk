@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 from xaibench import catalog, paths
 from xaibench import config as settings_schema
-from xaibench.data import split_names
+from xaibench.data import raw_manifest, split_names
 
 
 def clear_stale_locks():
@@ -85,6 +85,12 @@ def prepare_settings(dataset):
     data = config["data"]
     return as_json(datasets=[dataset],
                    data={"seed": data["seed"], "image_size": data["image_size"], dataset: data[dataset]})
+
+
+def raw_files(dataset):
+    """{"raw": content hash of the dataset's raw files} for datasets read from raw files, else {}."""
+    manifest = raw_manifest(dataset, config["data"])
+    return {"raw": manifest} if manifest else {}
 
 
 def prepared_files(dataset):

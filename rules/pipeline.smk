@@ -3,7 +3,9 @@
 
 
 # One prepare rule per dataset, because each dataset has its own list of split files; every file is
-# a declared output, so deleting any one of them makes the next run regenerate it.
+# a declared output, so deleting any one of them makes the next run regenerate it. A dataset read from
+# raw files (folder, cub) has their content hash as a param, so adding, removing or changing an image
+# reruns prepare and everything downstream (xaibench.data.raw_manifest; none for shapes and digits).
 for name in DATASETS:
 
     rule:
@@ -13,6 +15,7 @@ for name in DATASETS:
             prepared_files(name),
         params:
             settings=prepare_settings(name),
+            **raw_files(name),
         log:
             f"results/logs/prepare/{name}.log",
         benchmark:
@@ -212,18 +215,19 @@ rule timing:
         "python -m xaibench.figures.timing --benchmarks results/benchmarks --timing {output:q} > {log} 2>&1"
 
 
-# `make bench` writes results/benchmarks/speed.csv; when it exists, the report shows it too.
-SPEED_CSV = "results/benchmarks/speed.csv"
+# `make bench` writes results/bench/speed.csv (paths.BENCH, no DVC stage's output); when it exists,
+# the report shows it too.
+SPEED_CSV = str(paths.BENCH / "speed.csv")
 
 
 rule speed_figure:
     input:
         SPEED_CSV,
     output:
-        report("results/figures/speed.png", caption="../report/captions/speed.rst", category="run",
+        report(str(paths.BENCH / "speed.png"), caption="../report/captions/speed.rst", category="run",
                labels={"figure": "speed"}),
     log:
-        "results/logs/figures/speed.log",
+        "results/logs/bench/speed.log",
     shell:
         "python -m xaibench.figures.timing --speed {input:q} {output:q} > {log} 2>&1"
 

@@ -27,14 +27,26 @@ class NotApplicable(Exception):
     """A figure has nothing to show for this run (e.g. no split has masks); the message says why."""
 
 
+# Metadata that would differ between two drawings of the same figure (dates, the software version,
+# which a DVC hash must not follow); SVG element ids are salted with a fixed string instead of a random one.
+NO_STAMPS = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
+             "svg": {"Date": None, "Creator": None}}
+matplotlib.rcParams["svg.hashsalt"] = "xaibench"
+
+
+def savefig(fig, path: str | Path, dpi: int) -> Path:
+    """Write `fig` atomically, its format from the suffix, byte-identical on every redraw (no dates,
+    no version stamps); the caller closes the figure."""
+    path = Path(path)
+    fmt = path.suffix[1:]
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=NO_STAMPS.get(fmt))
+    return path
+
+
 def save(fig, cfg: dict, dataset: str, stem: str) -> list[Path]:
     out = paths.figures(dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in cfg["figures"]["formats"]:
-        path = out / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=cfg["figures"]["dpi"], bbox_inches="tight", metadata={"CreationDate": None} if fmt == "pdf" else None)
-        written.append(path)
+    written = [savefig(fig, out / f"{stem}.{fmt}", cfg["figures"]["dpi"]) for fmt in cfg["figures"]["formats"]]
     plt.close(fig)
     return written
 
@@ -47,12 +59,21 @@ def table(dataset: str, family: str) -> pd.DataFrame:
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
-    """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible."""
+    """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible.
+
+    The dots' sideways jitter is drawn from numpy's global generator (seaborn has no seed argument),
+    so it is seeded here, the same for every call and restored afterwards: a redraw gives the same
+    pixels whatever was drawn before it."""
     import seaborn as sns  # not at module level: featviz draws its grids without seaborn's scipy import
     sns.barplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", ax=ax,
                 palette=PALETTE, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
-    sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, ax=ax,
-                  palette=PALETTE, size=5, edgecolor="black", linewidth=0.6, legend=False)
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, ax=ax,
+                      palette=PALETTE, size=5, edgecolor="black", linewidth=0.6, legend=False)
+    finally:
+        np.random.set_state(state)
 
 
 def _variants(cfg):

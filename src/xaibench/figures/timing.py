@@ -2,7 +2,7 @@
 
 Not dataset figures: `timing` reads the benchmark file every Snakemake job writes
 (results/benchmarks/**.tsv, via `xaibench.speed.job_times`), `speed` reads `make bench`'s
-results/benchmarks/speed.csv. Run as `python -m xaibench.figures.timing --timing OUT.png` /
+results/bench/speed.csv. Run as `python -m xaibench.figures.timing --timing OUT.png` /
 `--speed CSV OUT.png` (rules `timing` and `speed_figure` in rules/pipeline.smk).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from ..io import read_table  # noqa: E402
 from ..speed import job_times  # noqa: E402
 
 PHASES = ["prepare", "train", "explain", "generate", "measure", "aggregate", "summary", "figures"]
@@ -110,12 +110,10 @@ def draw_speed(table: pd.DataFrame, out: str | Path) -> Path:
 
 
 def _save(fig, out) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=out.suffix[1:])
+    from . import savefig
+    savefig(fig, out, dpi=120)
     plt.close(fig)
-    return out
+    return Path(out)
 
 
 def main(argv=None) -> None:
@@ -127,7 +125,7 @@ def main(argv=None) -> None:
     if args.timing:
         print(draw_timing(job_times(args.benchmarks), args.timing))
     if args.speed:
-        print(draw_speed(pd.read_csv(args.speed[0]), args.speed[1]))
+        print(draw_speed(read_table(args.speed[0]), args.speed[1]))
 
 
 if __name__ == "__main__":
