@@ -52,10 +52,11 @@ def save(fig, cfg: dict, dataset: str, stem: str) -> list[Path]:
 
 
 def table(dataset: str, family: str) -> pd.DataFrame:
+    from ..tidy import COLUMNS
     path = paths.metric_table(dataset, family)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
-    return read_table(path)
+    return read_table(path, columns=COLUMNS)
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):

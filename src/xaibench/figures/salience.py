@@ -13,7 +13,7 @@ import seaborn as sns
 
 from .. import catalog, paths
 from ..io import atomic_path, read_table, save_csv
-from ..tidy import over_units, select
+from ..tidy import COLUMNS, over_units, select
 from . import PALETTE, mosaic, tile, _variants, plt, register, save, table
 
 TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
@@ -26,7 +26,7 @@ def per_image(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family, "parquet")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: per-image rows missing; run `snakemake --cores all measure` first")
-    data = read_table(path)
+    data = read_table(path, columns=COLUMNS)
     for col in ("dataset", "variant", "method", "split", "metric", "setting"):
         data[col] = data[col].astype(object)  # Arrow-backed strings make seaborn's grouping ~10x slower
     data["setting"] = data["setting"].fillna("")

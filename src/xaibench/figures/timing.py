@@ -8,6 +8,7 @@ results/bench/speed.csv. Run as `python -m xaibench.figures.timing --timing OUT.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -116,7 +117,18 @@ def _save(fig, out) -> Path:
     return Path(out)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """Draw what the options ask for; a damaged or missing input is one line naming it (exit 2)."""
+    from ..cli import one_line
+    try:
+        _draw(argv)
+    except (ValueError, OSError) as exc:
+        print(f"xaibench.figures.timing: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _draw(argv) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--benchmarks", default="results/benchmarks")
     ap.add_argument("--timing", metavar="OUT", help="draw the per-phase / per-rule / timeline figure")
@@ -129,4 +141,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
