@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -26,8 +27,9 @@ from xaibench.training.fit import train
 from ..conftest import TINY
 from ..cub_tree import make_cub_tree
 from ..integration.helpers import copy_workflow
-from .test_faults import assert_one_line, run_cli
+from .test_faults import assert_one_line, make_folder, run_cli
 
+torch.set_num_threads(1)  # the machine's cores are shared; same thread count, same sums
 DATA = "data/prepared/shapes"
 MODEL = "results/models/shapes/standard/seed{}"
 
@@ -181,6 +183,14 @@ def test_damaged_pretrained_weights_are_named(copy_of, capsys):
                          "--config", json.dumps(cfg)], capsys)
     assert_one_line(code, err, "backbone.pt", "train.pretrained")
     assert tree(root) == before
+
+
+def test_truncated_raw_image_is_named(tmp_path, capsys, monkeypatch):
+    params = make_folder(tmp_path, image_fn=cut)
+    monkeypatch.chdir(tmp_path)
+    assert_one_line(*run_cli(["prepare", "--dataset", "folder", "--params", params], capsys), "images/a/0.png",
+                    "restore it")
+    assert not (tmp_path / "data/prepared/folder").exists()
 
 
 def test_cub_metadata_that_is_not_text_is_named(tmp_path, capsys, monkeypatch):
