@@ -52,11 +52,10 @@ def save(fig, cfg: dict, dataset: str, stem: str) -> list[Path]:
 
 
 def table(dataset: str, family: str) -> pd.DataFrame:
-    from ..tidy import COLUMNS
     path = paths.metric_table(dataset, family)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
-    return read_table(path, columns=COLUMNS)
+    return read_table(path, columns=("metric", "value"))  # what every figure reads (not tidy.py: featviz imports this)
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
