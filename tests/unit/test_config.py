@@ -8,7 +8,7 @@ from xaibench.cli import main
 def test_defaults_fill_every_section():
     cfg = config.validate({})
     assert cfg["device"] == "auto"
-    assert cfg["train"]["salience"]["alpha"] == 0.5
+    assert cfg["train"]["cyborg"]["alpha"] == 0.5
     assert cfg["data"]["shapes"]["n_train"] > 0
 
 

@@ -3,7 +3,7 @@
 Not dataset figures: `timing` reads the benchmark file every Snakemake job writes
 (results/benchmarks/**.tsv, via `xaibench.speed.job_times`), `speed` reads `make bench`'s
 results/bench/speed.csv. Run as `python -m xaibench.figures.timing --timing OUT.png` /
-`--speed CSV OUT.png` (rules `timing` and `speed_figure` in rules/pipeline.smk).
+`--speed CSV OUT.png` (rules `timing` and `speed_figure` in rules/figures.smk).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Scope, inputs and score directions of each family are declared in `xaibench.catalog`. Rows carry
 the tidy columns below; `aggregate` averages the per-image rows into one row per
-dataset × variant × seed × method × split × metric × setting × level (DESIGN §2.4).
+dataset × variant × seed × method × split × metric × setting × level (docs/architecture.md, "Tidy results").
 
 A family that scores saved maps only writes the per-batch computation and hands it to `over_maps`,
 the one loop over splits × methods × batches (it also turns scores of images a measure cannot
