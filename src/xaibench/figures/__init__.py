@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from .. import catalog, paths  # noqa: E402
 from ..io import atomic_path, read_table  # noqa: E402
 from ..registry import Registry  # noqa: E402
-from ..tidy import over_units  # noqa: E402
+from ..tidy import COLUMNS, over_units  # noqa: E402
 
 FIGURES = Registry("figure", catalog.FIGURES)
 register = FIGURES.register
@@ -72,7 +72,7 @@ def table(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
-    return read_table(path, columns=("metric", "value"))  # what every figure reads (not tidy.py: featviz imports this)
+    return read_table(path, columns=COLUMNS)
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
@@ -82,7 +82,7 @@ def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hu
     so it is seeded here, the same for every call and restored afterwards: a redraw gives the same
     pixels whatever was drawn before it."""
     import seaborn as sns  # not at module level: featviz draws its grids without seaborn's scipy import
-    colours = palette(data[hue].unique()) if hue == "variant" else None
+    colours = palette(data[hue].unique() if hue_order is None else hue_order) if hue == "variant" else None
     sns.barplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", ax=ax,
                 palette=colours, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
     state = np.random.get_state()
