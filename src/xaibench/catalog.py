@@ -18,6 +18,11 @@ per variant with every seed's outputs at hand (e.g. cross-run stability).
 Family needs: `models` (checkpoints), `explanations` (maps of every method × split), `generated_images`
 (paper B's generated images, results/prototypes/; only for the models `featviz_models` selects);
 `applies_to` names a capability the variant must provide (else the family writes no rows for it).
+Family maps: the preprocessing a map-scoring family applies to every map before scoring it (the
+Quantus `general_preprocess` step, declared once): `positive` = the positive part (the evidence for
+the explained class: mass, entropy and similarity measures are defined for non-negative salience, so
+signed explainers such as gxi and agf are scored on it), `signed` = as the explainer gave it (rankings
+and thresholds that use the sign: deletion, paper D's tests, whose own settings choose).
 Family metrics: metric name -> score direction, "higher" or "lower" is better, or "none" where the
 measure describes rather than ranks (figures and tables take arrows and sort orders from it).
 """
@@ -204,24 +209,24 @@ FAMILIES = {
     "accuracy": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.accuracy",
                  "metrics": {"accuracy": "higher", "follows_cue": "lower", "cue_changes_prediction": "lower",
                              "max_softmax": "none"}},
-    "localization": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.localization",
+    "localization": {"scope": "model", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.localization",
                      "metrics": {"pointing_game": "higher", "relevance_mass": "higher", "pixel_ap": "higher",
                                  "mass_on_target_object": "higher", "mass_on_other_object": "lower",
                                  # relevance on the cue patch: high is faithful for a cue-following model
                                  "cue_mass": "none"}},
-    "entropy": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.salience",
+    "entropy": {"scope": "model", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.salience",
                 "metrics": {"spatial_entropy": "lower", "histogram_entropy": "lower"}},
-    "noise": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "noise": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
               "metrics": {"map_ssim": "none", "spatial_entropy": "none", "histogram_entropy": "none",
                           "score": "none", "prediction_changed": "none", "max_softmax": "lower"}},
-    "equivariance": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "equivariance": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
                      "metrics": {"map_ssim": "higher", "map_spearman": "higher", "prediction_changed": "lower"}},
     # min_native_side: the SSIM window needs maps at least this big (at metrics.salience.resolution: native)
-    "stability": {"scope": "variant", "needs": ["explanations"], "module": "xaibench.metrics.salience", "min_native_side": 3,
+    "stability": {"scope": "variant", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.salience", "min_native_side": 3,
                   "metrics": {"map_ssim": "higher", "map_spearman": "higher"}},
-    "degradation": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "degradation": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
                     "metrics": {"score": "none", "accuracy": "none", "map_ssim": "none"}},
-    "deletion": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
+    "deletion": {"scope": "model", "maps": "signed", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
     "misalignment": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.misalignment",
@@ -236,14 +241,14 @@ FAMILIES = {
                                 "classified": "higher", "cue_colour_strength": "none",
                                 "cue_colour_strength_image": "none", "cue_logit_drop": "none"}},
     # paper D (AGF): on the models AGF applies to (plain layers), beside its baselines
-    "perturbation": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
+    "perturbation": {"scope": "model", "maps": "signed", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
                      "applies_to": "plain_layers",
                      "metrics": {"positive_auc": "lower", "negative_auc": "higher",
                                  "positive_accuracy": "none", "negative_accuracy": "none"}},
-    "segmentation": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.segmentation",
+    "segmentation": {"scope": "model", "maps": "signed", "needs": ["explanations"], "module": "xaibench.metrics.segmentation",
                      "applies_to": "plain_layers",
                      "metrics": {"pixel_accuracy": "higher", "miou": "higher", "map": "higher", "map_continuous": "higher"}},
-    "perclass": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.perclass",
+    "perclass": {"scope": "model", "maps": "positive", "needs": ["models"], "module": "xaibench.metrics.perclass",
                  "applies_to": "plain_layers",
                  "metrics": {"mass_on_explained": "higher", "mass_on_other": "lower", "object_preference": "higher"}},
 }

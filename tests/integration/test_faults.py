@@ -77,9 +77,9 @@ def _state(root) -> dict[str, str]:
 BAD_SETTINGS = {  # overlay -> what the one line must name
     "device: cuda\n": "device: 'cuda' requested but not available",
     "explain:\n  options:\n    gradcam: {foo: 1}\n": "explain.options.gradcam.foo: not an option",
-    "explain:\n  options:\n    ig: {steps: many}\n": "explain.options.ig.steps: 'many' should be an integer",
+    "explain:\n  options:\n    ig: {internal_batch_size: many}\n": "explain.options.ig.internal_batch_size: 'many' should be an integer",
     "data:\n  image_size: 16\n": "stability needs maps of at least 3x3",
-    "train:\n  seeds: [0, 1, 1]\n": "train.seeds: [1] listed more than once",
+    "train:\n  seeds: [0, 1, 1]\n": "train.seeds: [0, 1, 1] has non-unique elements",
 }
 
 

@@ -166,3 +166,23 @@ def test_dvc_stage_params_cover_what_their_steps_read(full_cfg):
         stage = next(s for s in stages if step in of_stage.get(s, (s,)))
         sections = {k.split(".")[0] for k in steps.keys(step, full_cfg, **job)}
         assert sections <= set(stages[stage].get("params", [])), (step, sections - set(stages[stage]["params"]))
+
+
+TABLE_ONLY = [n for n, e in catalog.FIGURES.items() if set(e["needs"]) <= set(catalog.FAMILIES) and e["needs"]]
+
+
+@pytest.mark.parametrize("name", TABLE_ONLY)
+def test_a_figure_with_nothing_to_draw_says_so(name, tiny_project, tiny_cfg):
+    """Every figure drawn from tidy tables, given tables without rows (e.g. a family that scores no
+    configured variant): NotApplicable with its reason (the job then writes a placeholder), no crash."""
+    import pandas as pd
+    from xaibench import figures, paths
+    from xaibench.tidy import COLUMNS
+    for family in catalog.FAMILIES:
+        path = paths.metric_table("shapes", family)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(columns=COLUMNS).to_csv(path, index=False)  # what `aggregate` writes for a family without rows
+        pd.DataFrame(columns=COLUMNS).to_parquet(paths.metric_table("shapes", family, "parquet"), index=False)
+    with pytest.raises(figures.NotApplicable) as why:
+        figures.FIGURES.get(name)(tiny_cfg, "shapes")
+    assert str(why.value).strip()

@@ -72,7 +72,10 @@ def table(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
-    return read_table(path, columns=COLUMNS)
+    data = read_table(path, columns=COLUMNS)
+    if data.empty:
+        raise NotApplicable(f"{family} has no rows in this run (it scores none of the configured models)")
+    return data
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):

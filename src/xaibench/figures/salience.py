@@ -14,7 +14,7 @@ import seaborn as sns
 from .. import catalog, paths
 from ..io import atomic_path, read_table, save_csv
 from ..tidy import COLUMNS, over_units, select
-from . import colour, mosaic, palette, tile, _variants, plt, register, save, table
+from . import NotApplicable, colour, mosaic, palette, tile, _variants, plt, register, save, table
 
 TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
 MODES = ["background", "object"]
@@ -27,6 +27,8 @@ def per_image(dataset: str, family: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: per-image rows missing; run `snakemake --cores all measure` first")
     data = read_table(path, columns=COLUMNS)
+    if data.empty:
+        raise NotApplicable(f"{family} has no rows in this run (it scores none of the configured models)")
     for col in ("dataset", "variant", "method", "split", "metric", "setting"):
         data[col] = data[col].astype(object)  # Arrow-backed strings make seaborn's grouping ~10x slower
     data["setting"] = data["setting"].fillna("")
