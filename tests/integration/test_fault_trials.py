@@ -51,7 +51,7 @@ def test_added_image_reruns_prepare_and_what_depends_on_it(tmp_path):
                 Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(raw / tree_ / cls / f"{i}.png")
     cfg = config.read_yaml(root / "params.yaml")
     cfg["datasets"] = ["folder"]
-    cfg["data"].update(image_size=16, folder={"val_fraction": 0.25, "test_fraction": 0.25})
+    cfg["data"].update(image_size=32, folder={"val_fraction": 0.25, "test_fraction": 0.25})
     cfg["train"].update(variants=["standard"], seeds=[0], epochs=1, width=4, batch_size=8)
     (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     run(["snakemake", "--cores", "1", "train"], root)
