@@ -8,12 +8,14 @@
 # files hold the phases: data.smk (prepare), models.smk (train, explain, generate), measure.smk
 # (measure, aggregate, summary), figures.smk (figures, timing); common.smk the helpers.
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.17")  # 9.10-9.16 run more jobs at once than --cores allows (snakemake#3815)
 
 
-configfile: "params.yaml"
+configfile: str(Path(workflow.basedir) / "params.yaml")  # absolute: a named run works in runs/<run>/
 
 
 # The whole configuration is checked before any job runs (and before any output is touched): the

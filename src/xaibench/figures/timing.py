@@ -111,7 +111,7 @@ def draw_speed(table: pd.DataFrame, out: str | Path) -> Path:
 
 
 def _save(fig, out) -> Path:
-    from . import savefig
+    from ..drawing import savefig
     savefig(fig, out, dpi=120)
     plt.close(fig)
     return Path(out)
