@@ -3,7 +3,7 @@
 #   make test        create .venv, install with test extras, run the test suite
 # Other targets: figures (redraw from existing metrics), pull (fetch cached stages from the DVC
 # remote and re-stamp them so Snakemake does not rerun), smoke (CI-sized run), lint,
-# bench (speed against floors and peers, cost growth: results/benchmarks/{speed,growth}.csv, < 5 min),
+# bench (speed against floors and peers, cost growth: results/bench/{speed,growth}.csv, < 5 min),
 # cluster-test (as root, with slurm-wlm, munge, openssh-server installed: the smoke run on a throwaway
 # SLURM cluster and a DVC remote behind a throwaway sshd on localhost; tests/cluster/run.sh).
 
@@ -52,15 +52,16 @@ pull: $(VENV)/.installed
 smoke: $(VENV)/.installed
 	snakemake --cores $(CORES) --configfile presets/smoke.yaml
 
-# speed.csv: every explainer / metric / the training epoch / the loader / job start-up against its floor
+# results/bench/speed.csv: every explainer / metric / the training epoch / the loader / job start-up against its floor
 # and peers (benchmarks/speed.py); growth.csv: time and peak memory as images and seeds double;
-# the speed figure goes to results/figures/speed.png (and into the report once speed.csv exists).
+# all three and the speed figure go to results/bench/ (no DVC stage's output, so `dvc status` stays
+# clean; the report shows the figure once speed.csv exists).
 # BENCH_RUNS: the benchmark files of a default run, for the start-up share (default: this checkout's).
 BENCH_RUNS ?= results/benchmarks
 bench: $(VENV)/.installed
 	nice python benchmarks/speed.py --runs $(BENCH_RUNS)
 	nice python benchmarks/growth.py
-	snakemake results/figures/speed.png --cores 1
+	snakemake results/bench/speed.png --cores 1
 
 lint: $(VENV)/.installed
 	snakemake --lint

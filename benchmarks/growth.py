@@ -6,7 +6,7 @@ N test images with the default explainers of a `standard` model that are cheap e
 (gradcam, gxi, agf; explain_split in explain.batch_size batches, as an explain job) and score them
 with the localisation measures. Work is N·S image-models, so time should grow ×4 per step
 (constant seconds per image-model), and peak memory should stay flat: batches are streamed, never
-the whole split through the model at once. Writes results/benchmarks/growth.csv and prints it.
+the whole split through the model at once. Writes results/bench/growth.csv and prints it.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--reps", type=int, default=1, help="runs per size, interleaved (size 1, 2, 3, 1, 2, 3, ...); best kept")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--out", default="results/benchmarks/growth.csv")
+    ap.add_argument("--out", default="results/bench/growth.csv")
     ap.add_argument("--child", nargs=3, metavar=("ROOT", "N", "SEEDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -1,7 +1,7 @@
 """`make bench`: our explainers, metric functions, training step, data loader and job start-up, each
 timed against its floor and its peers in one process, interleaved (xaibench.speed), 1 torch thread.
 
-Writes results/benchmarks/speed.csv (one row per comparison; ratio = our time / the reference's,
+Writes results/bench/speed.csv (one row per comparison; ratio = our time / the reference's,
 the median over >= 7 interleaved repetitions of the per-repetition ratio (xaibench.speed), beside
 best and median times; `met` = ratio <= limit) and prints it. Targets (issue 14):
 Grad-CAM <= 1.1x the forward floor and faster than pytorch-grad-cam and Captum; every explainer
@@ -328,7 +328,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions (>= 7 for the report)")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--runs", default="results/benchmarks", help="benchmark files of a default run (start-up share)")
-    ap.add_argument("--out", default="results/benchmarks/speed.csv")
+    ap.add_argument("--out", default="results/bench/speed.csv")
     ap.add_argument("--n-train", type=int, default=512, help="training images per timed epoch")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 from xaibench import catalog, paths, steps
 from xaibench import config as settings_schema
+from xaibench.data import raw_manifest
 
 
 def clear_stale_locks():
@@ -58,6 +59,13 @@ def spec(step, **job):
     """A rule's `params: settings=`: the JSON slice of settings `step` reads for the job (its
     wildcards plus `job`), so Snakemake's params trigger reruns exactly the jobs a change affects."""
     return lambda wildcards: steps.as_json(steps.settings(step, config, **job, **dict(wildcards.items())))
+
+
+def raw_files(dataset):
+    """{"raw": content hash of the dataset's raw files} for a dataset read from raw files, else {}
+    (a new param would rerun shapes' prepare for nothing)."""
+    manifest = raw_manifest(dataset, config["data"])
+    return {"raw": manifest} if manifest else {}
 
 
 def kept(files):

@@ -1,5 +1,7 @@
 # prepare: one rule per dataset, because each dataset has its own list of split files; every file is
-# a declared output, so deleting any one of them makes the next run regenerate it.
+# a declared output, so deleting any one of them makes the next run regenerate it. A dataset read from
+# raw files (folder, cub) has their content hash as a param, so adding, removing or changing an image
+# reruns prepare and everything downstream (xaibench.data.raw_manifest; none for shapes and digits).
 for name in DATASETS:
 
     rule:
@@ -9,6 +11,7 @@ for name in DATASETS:
             kept(steps.prepared_files(config, name)),
         params:
             settings=spec("prepare", dataset=name),
+            **raw_files(name),
         log:
             str(paths.log("prepare", f"{name}")),
         benchmark:

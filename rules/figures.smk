@@ -46,17 +46,18 @@ rule timing:
         "python -m xaibench.figures.timing --benchmarks results/benchmarks --timing {output:q} > {log} 2>&1"
 
 
-# `make bench` writes results/benchmarks/speed.csv; when it exists, the report shows it too.
-SPEED_CSV = "results/benchmarks/speed.csv"
+# `make bench` writes results/bench/speed.csv (paths.BENCH: no DVC stage's output, so a benchmark leaves
+# `dvc status` clean); when it exists, the report shows its chart too.
+SPEED_CSV = str(paths.BENCH / "speed.csv")
 
 
 rule speed_figure:
     input:
         SPEED_CSV,
     output:
-        report(update("results/figures/speed.png"), caption="../report/captions/speed.rst", category="run",
+        report(update(str(paths.BENCH / "speed.png")), caption="../report/captions/speed.rst", category="run",
                labels={"figure": "speed"}),
     log:
-        str(paths.log("figures", "speed")),
+        str(paths.log("bench", "speed")),
     shell:
         "python -m xaibench.figures.timing --speed {input:q} {output:q} > {log} 2>&1"

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import copy
 
+# Dataset entries: `raw` names the keys of the dataset's settings block that are folders of raw files
+# it reads (their listing and content are an input of its prepare step: `xaibench.data.raw_manifest`).
 DATASETS = {
     "shapes": {"module": "xaibench.data.shapes", "derived_splits": {"nocue": "test"}},  # split: the split it copies
     "digits": {"module": "xaibench.data.digits"},
-    "folder": {"module": "xaibench.data.folder"},
-    "cub": {"module": "xaibench.data.cub"},  # CUB-200-2011 as distributed, cropped to bird boxes (paper A)
+    "folder": {"module": "xaibench.data.folder", "raw": ["root", "masks"]},
+    "cub": {"module": "xaibench.data.cub", "raw": ["root"]},  # CUB-200-2011 as distributed, cropped to bird boxes (paper A)
 }
 
 # strides: input side from which a total stride applies -> that stride (the feature map of the last

@@ -22,7 +22,8 @@ EPILOG = """steps, in pipeline order:
   discrimination  print a family's oracle-minus-chance index per metric from per-image rows (not a rule)
   figures   draw results/figures/{dataset}/ from the tidy tables only
 
-The whole pipeline is `snakemake --cores all`; these steps are what its rules call."""
+The whole pipeline is `snakemake --cores all` (or `xaibench run`, which checks presets and targets
+first); these steps are what its rules call."""
 
 
 def _settings(parser: argparse.ArgumentParser) -> None:
@@ -262,10 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--only", action="append", choices=list(catalog.FIGURES),
                    help="figure name (repeatable); default: all this config can draw")
+    # Listed for --help only: main() hands `run` to xaibench.workflow, which parses its own arguments.
+    sub.add_parser("run", help="run the workflow (Snakemake) after checking presets, settings and targets; "
+                   "`xaibench run --help`", add_help=False)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:
+        from .workflow import main as run
+        return run(argv[1:])
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     try:

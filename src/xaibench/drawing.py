@@ -3,11 +3,31 @@ an image and/or heat map as RGB, a mosaic a grid of tiles drawn as one image. Ke
 `figures` so the generate step draws its grid without importing the figure registry."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+# Metadata that would differ between two drawings of the same figure (dates, the software version,
+# which a DVC hash must not follow); SVG element ids are salted with a fixed string instead of a random one.
+NO_STAMPS = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
+             "svg": {"Date": None, "Creator": None}}
+matplotlib.rcParams["svg.hashsalt"] = "xaibench"
+
+
+def savefig(fig, path: str | Path, dpi: int) -> Path:
+    """Write `fig` atomically, its format from the suffix, byte-identical on every redraw (no dates,
+    no version stamps); the caller closes the figure."""
+    path = Path(path)
+    fmt = path.suffix[1:]
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=NO_STAMPS.get(fmt))
+    return path
 
 
 def tile(image=None, heat=None, cmap: str = "jet", alpha: float = 0.5, scale=None, border=None) -> np.ndarray:

@@ -60,9 +60,9 @@ def compare(item: str, ours: str, times: dict[str, list[float]], reference: str 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """speed.csv: COLUMNS, floats to 4 significant digits (times) / 3 decimals (ratios)."""
+    from .io import atomic_path
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
@@ -84,10 +84,12 @@ def job_times(benchmarks: str | Path) -> "pd.DataFrame":
     between the job's end and the write)."""
     import pandas as pd
 
+    from .io import read_table
+
     root = Path(benchmarks)
     rows = []
     for path in sorted(root.rglob("*.tsv")):
-        frame = pd.read_csv(path, sep="\t")
+        frame = read_table(path, sep="\t")
         if frame.empty or "s" not in frame:
             continue
         parts = path.relative_to(root).with_suffix("").parts

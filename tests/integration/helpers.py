@@ -10,7 +10,8 @@ import yaml
 from xaibench import config
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOW = ["Snakefile", "rules", "report", "params.yaml", "presets", "profiles", "dvc.yaml", "Makefile", "src"]
+WORKFLOW = ["Snakefile", "rules", "report", "params.yaml", "presets", "profiles", "dvc.yaml", "Makefile", "src",
+            "data/raw/README.md"]
 
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -34,6 +35,7 @@ def copy_workflow(dest: Path, preset: str | None = "presets/smoke.yaml") -> Path
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / name)
     if preset:
         merged = config.deep_merge(config.read_yaml(REPO / "params.yaml"), config.read_yaml(REPO / preset))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..io import read_text
 from . import DATASETS
 from .folder import read_image, read_mask
 
@@ -42,7 +43,7 @@ def _table(path: Path) -> dict[int, list[str]]:
         raise ValueError(f"cub: {path} not found")
     width = len(FILES[path.name])
     rows = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path, fix="restore it from the CUB-200-2011 archive").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

@@ -33,8 +33,8 @@ def _open(path: Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return im
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: unreadable image ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's damaged-file errors
+        raise ValueError(f"{path}: unreadable image ({exc}); restore it or remove it from the dataset") from None
 
 
 def _layers(im: Image.Image, path: Path) -> np.ndarray:

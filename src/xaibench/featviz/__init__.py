@@ -59,16 +59,13 @@ def generate_prototypes(cfg: dict, model: torch.nn.Module, meta: dict, seed: int
 def draw_grid(arrays: dict[str, np.ndarray], path: str | Path, title: str = "", dpi: int = 150) -> Path:
     """PNG grid: one row per class, one column per method; each tile framed red if the model does not
     classify the image as its class."""
-    from ..drawing import mosaic, plt  # matplotlib only when drawing
-    from ..io import atomic_path
+    from ..drawing import mosaic, plt, savefig  # matplotlib only when drawing
     methods, classes = [str(m) for m in arrays["methods"]], [str(c) for c in arrays["classes"]]
     tiles = [[_tile(arrays[m][c], arrays[f"{m}_logits"][c].argmax() != c) for m in methods] for c in range(len(classes))]
     fig = mosaic(tiles, methods, classes, title or "prototypes (rows: class; red frame: not classified as its class)")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    savefig(fig, path, dpi)
     plt.close(fig)
-    return path
+    return Path(path)
 
 
 def _tile(image: np.ndarray, wrong: bool) -> np.ndarray:

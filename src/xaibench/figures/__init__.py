@@ -17,9 +17,9 @@ import pandas as pd  # noqa: E402
 
 from .. import catalog, paths  # noqa: E402
 from ..io import atomic_path, read_table  # noqa: E402
-from ..drawing import mosaic, tile  # noqa: E402,F401  (the figures' drawing helpers)
+from ..drawing import mosaic, savefig, tile  # noqa: E402,F401  (the figures' drawing helpers)
 from ..registry import Registry  # noqa: E402
-from ..tidy import over_units  # noqa: E402
+from ..tidy import COLUMNS, over_units  # noqa: E402
 
 FIGURES = Registry("figure", catalog.FIGURES)
 register = FIGURES.register
@@ -47,12 +47,7 @@ class NotApplicable(Exception):
 
 def save(fig, cfg: dict, dataset: str, stem: str) -> list[Path]:
     out = paths.figures(dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in cfg["figures"]["formats"]:
-        path = out / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=cfg["figures"]["dpi"], bbox_inches="tight", metadata={"CreationDate": None} if fmt == "pdf" else None)
-        written.append(path)
+    written = [savefig(fig, out / f"{stem}.{fmt}", cfg["figures"]["dpi"]) for fmt in cfg["figures"]["formats"]]
     plt.close(fig)
     return written
 
@@ -61,20 +56,29 @@ def table(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
-    data = read_table(path)
+    data = read_table(path, columns=COLUMNS)
     if data.empty:
         raise NotApplicable(f"{family} has no rows in this run (it scores none of the configured models)")
     return data
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
-    """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible."""
+    """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible.
+
+    The dots' sideways jitter is drawn from numpy's global generator (seaborn has no seed argument),
+    so it is seeded here, the same for every call and restored afterwards: a redraw gives the same
+    pixels whatever was drawn before it."""
     import seaborn as sns  # not at module level: featviz draws its grids without seaborn's scipy import
-    colours = palette(data[hue].unique()) if hue == "variant" else None
+    colours = palette(data[hue].unique() if hue_order is None else hue_order) if hue == "variant" else None
     sns.barplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", ax=ax,
                 palette=colours, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
-    sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, ax=ax,
-                  palette=colours, size=5, edgecolor="black", linewidth=0.6, legend=False)
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, ax=ax,
+                      palette=colours, size=5, edgecolor="black", linewidth=0.6, legend=False)
+    finally:
+        np.random.set_state(state)
 
 
 def _variants(cfg):

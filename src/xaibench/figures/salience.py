@@ -13,7 +13,7 @@ import seaborn as sns
 
 from .. import catalog, paths
 from ..io import atomic_path, read_table, save_csv
-from ..tidy import over_units, select
+from ..tidy import COLUMNS, over_units, select
 from . import NotApplicable, colour, mosaic, palette, tile, _variants, plt, register, save, table
 
 TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
@@ -26,7 +26,7 @@ def per_image(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family, "parquet")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: per-image rows missing; run `snakemake --cores all measure` first")
-    data = read_table(path)
+    data = read_table(path, columns=COLUMNS)
     if data.empty:
         raise NotApplicable(f"{family} has no rows in this run (it scores none of the configured models)")
     for col in ("dataset", "variant", "method", "split", "metric", "setting"):

@@ -2,12 +2,13 @@
 
 Not dataset figures: `timing` reads the benchmark file every Snakemake job writes
 (results/benchmarks/**.tsv, via `xaibench.speed.job_times`), `speed` reads `make bench`'s
-results/benchmarks/speed.csv. Run as `python -m xaibench.figures.timing --timing OUT.png` /
-`--speed CSV OUT.png` (rules `timing` and `speed_figure` in rules/pipeline.smk).
+results/bench/speed.csv. Run as `python -m xaibench.figures.timing --timing OUT.png` /
+`--speed CSV OUT.png` (rules `timing` and `speed_figure` in rules/figures.smk).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from ..io import read_table  # noqa: E402
 from ..speed import job_times  # noqa: E402
 
 PHASES = ["prepare", "train", "explain", "generate", "measure", "aggregate", "summary", "figures"]
@@ -110,15 +111,24 @@ def draw_speed(table: pd.DataFrame, out: str | Path) -> Path:
 
 
 def _save(fig, out) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=out.suffix[1:])
+    from ..drawing import savefig
+    savefig(fig, out, dpi=120)
     plt.close(fig)
-    return out
+    return Path(out)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """Draw what the options ask for; a damaged or missing input is one line naming it (exit 2)."""
+    from ..cli import one_line
+    try:
+        _draw(argv)
+    except (ValueError, OSError) as exc:
+        print(f"xaibench.figures.timing: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _draw(argv) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--benchmarks", default="results/benchmarks")
     ap.add_argument("--timing", metavar="OUT", help="draw the per-phase / per-rule / timeline figure")
@@ -127,8 +137,8 @@ def main(argv=None) -> None:
     if args.timing:
         print(draw_timing(job_times(args.benchmarks), args.timing))
     if args.speed:
-        print(draw_speed(pd.read_csv(args.speed[0]), args.speed[1]))
+        print(draw_speed(read_table(args.speed[0]), args.speed[1]))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

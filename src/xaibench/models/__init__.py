@@ -89,7 +89,9 @@ def create_model(arch: str, num_classes: int, **kw) -> Classifier:
 
 def load_pretrained(model: Classifier, path: str) -> None:
     """Load a local backbone state_dict (e.g. torchvision ImageNet weights), skipping the classifier."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from ..io import load_torch
+    state = load_torch(path, "state_dict of backbone weights (train.pretrained)", weights_only=True,
+                       fix="restore it or set train.pretrained to another file")
     trunk_state = {}
     names = [n for n, _ in model.trunk.named_children()]
     tv_names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]

@@ -7,14 +7,13 @@ weights as an uninterrupted run.
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from ..data import read_meta, read_split
-from ..io import atomic_path, save_json
+from ..io import atomic_path, load_torch, save_json, save_torch
 from ..progress import Progress
 from .. import catalog
 from ..models import load_pretrained
@@ -81,12 +80,9 @@ def load_model(path: str | Path, expect: dict | None = None, device="cpu"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model not found; run `xaibench train` for it first")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        mcfg = ckpt["model_config"]
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise ValueError(f"{path}: corrupt or not an xaibench checkpoint ({type(exc).__name__}: {exc}); "
-                         "delete it and rerun `snakemake --cores all`") from None
+    ckpt = load_torch(path, "xaibench checkpoint", keys=("model_config", "state_dict"), map_location=device,
+                      fix="delete it and rerun `snakemake --cores all`")
+    mcfg = ckpt["model_config"]
     diff = first_difference(mcfg, expect or {})
     if diff:
         key, have, want = diff
@@ -227,13 +223,22 @@ def save_model(out: Path, mcfg: dict, model, history: list[dict], summary: dict)
     save_json(out / "summary.json", summary)
 
 
-def save_torch(path: Path, obj) -> None:
-    """torch.save, byte-identical for identical objects: torch names the zip archive's root folder
-    after the file it writes, so we save to a buffer (root `archive`) and write its bytes atomically."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+def resume_checkpoint(path: Path, mcfg: dict, device, keys: tuple[str, ...]) -> dict | None:
+    """The epoch checkpoint to resume from, or None to start afresh: when there is none, when it was
+    made with other settings, or when it cannot be read (a run killed while the disk was full, a
+    copy cut short). A checkpoint only saves time, and training is seeded per epoch, so starting
+    afresh gives the same model; refusing would block every rerun on the damaged file instead."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = load_torch(path, "training checkpoint", keys=("model_config", *keys), map_location=device)
+    except ValueError as exc:
+        print(f"warning: {exc}; ignoring it and training from the first epoch", flush=True)
+        return None
+    if ckpt["model_config"] != mcfg:
+        print(f"{path}: made with other settings; starting afresh", flush=True)
+        return None
+    return ckpt
 
 
 def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto",
@@ -260,15 +265,12 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     history, start = [], 0
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["model_config"] == mcfg:
-            model.load_state_dict(ckpt["state_dict"])
-            opt.load_state_dict(ckpt["optimizer"])
-            history, start = ckpt["history"], ckpt["epoch"] + 1
-            print(f"resuming {out} after epoch {start}", flush=True)
-        else:
-            print(f"{ckpt_path}: made with other settings; starting afresh", flush=True)
+    ckpt = resume_checkpoint(ckpt_path, mcfg, device, ("state_dict", "optimizer", "epoch", "history"))
+    if ckpt:
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        history, start = ckpt["history"], ckpt["epoch"] + 1
+        print(f"resuming {out} after epoch {start}", flush=True)
 
     for epoch in range(start, tcfg["epochs"]):
         if stop_after is not None and epoch >= stop_after:

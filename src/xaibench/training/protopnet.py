@@ -35,11 +35,12 @@ import torch.nn.functional as F
 from .. import paths
 from ..data import read_meta, read_split
 from ..models.protopnet import activation_region, upsample_bicubic
-from ..io import atomic_path
+from ..io import atomic_path, save_torch
 from ..models.protopnet import build
 from ..progress import Progress
 from . import VARIANTS, Variant
-from .fit import CHANNELS_LAST, EVAL_BATCH, evaluate, load_model, model_config, predict, resolve_device, save_model
+from .fit import (CHANNELS_LAST, EVAL_BATCH, evaluate, load_model, model_config, predict, resolve_device,
+                  resume_checkpoint, save_model)
 
 PROTOPNET_VARIANTS = ("protopnet", "protopnet_comp")
 CHECKPOINT = "checkpoint.pt"
@@ -326,16 +327,13 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     steps = schedule(p)
     rows, start, stopped = [], 0, False
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["model_config"] == mcfg:
-            model.load_state_dict(ckpt["state_dict"])
-            for k, o in opts.items():
-                o.load_state_dict(ckpt["optimizers"][k])
-            rows, start, stopped = ckpt["rows"], ckpt["done"] + 1, ckpt["stopped"]
-            print(f"resuming {out} after step {start}/{len(steps)}", flush=True)
-        else:
-            print(f"{ckpt_path}: made with other settings; starting afresh", flush=True)
+    ckpt = resume_checkpoint(ckpt_path, mcfg, device, ("state_dict", "optimizers", "rows", "done", "stopped"))
+    if ckpt:
+        model.load_state_dict(ckpt["state_dict"])
+        for k, o in opts.items():
+            o.load_state_dict(ckpt["optimizers"][k])
+        rows, start, stopped = ckpt["rows"], ckpt["done"] + 1, ckpt["stopped"]
+        print(f"resuming {out} after step {start}/{len(steps)}", flush=True)
 
     cache = None
     for s in range(start, len(steps)):
@@ -367,9 +365,8 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
         last_of_cycle = phase == "last" and (s + 1 == len(steps) or steps[s + 1][0] != "last")
         if p["early_stop"] and last_of_cycle and epoch > 20:
             stopped = row["train_accuracy"] > 0.99 and row["cluster"] < row["separation"]
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"model_config": mcfg, "state_dict": model.state_dict(), "done": s, "stopped": stopped,
-                        "optimizers": {k: o.state_dict() for k, o in opts.items()}, "rows": rows}, tmp)
+        save_torch(ckpt_path, {"model_config": mcfg, "state_dict": model.state_dict(), "done": s, "stopped": stopped,
+                               "optimizers": {k: o.state_dict() for k, o in opts.items()}, "rows": rows})
 
     history = [{"epoch": i + 1, "loss": r["loss"], "train_accuracy": r["train_accuracy"],
                 "val_accuracy": r["val_accuracy"]} for i, r in enumerate(x for x in rows if x["phase"] != "push")]
