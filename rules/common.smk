@@ -221,7 +221,7 @@ def figure_inputs(names):
     (for figures that run a model) checkpoints."""
 
     def inputs(wildcards):
-        needs = {n for name in names for n in catalog.FIGURES[name]["needs"]}
+        needs = {n for name in names for n in catalog.figure_reads(name)}
         files = [str(paths.metric_table(wildcards.dataset, f, ext)) for f in FAMILIES if f in needs
                  for ext in ("csv", "parquet")]
         if "explanations" in needs:
@@ -238,7 +238,7 @@ def figure_inputs(names):
 
 def figure_settings(wildcards):
     """Every setting a figure may print or filter by (metrics in full: e.g. the deletion baseline)."""
-    return as_json(figures=config["figures"], datasets=DATASETS,
+    return as_json(figures=config["figures"], datasets=DATASETS, gate=config["gate"],
                    train=settings_schema.deep_merge({**MODEL_SETTINGS, "variants": VARIANTS, "seeds": SEEDS}, variant_seeds()),
                    explain={k: EXPLAIN[k] for k in ("methods", "variants", "splits", "options")}, metrics=config["metrics"],
                    data={"shapes": {"classes": config["data"]["shapes"]["classes"]}},

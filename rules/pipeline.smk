@@ -155,7 +155,7 @@ rule summary:
     output:
         "results/summary.json",
     params:
-        settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES},
+        settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES}, gate=config["gate"],
                          train={"variants": VARIANTS, "seeds": SEEDS, **variant_seeds()}),
     log:
         "results/logs/summary.log",
