@@ -183,6 +183,13 @@ def figures_for(cfg: dict) -> list[str]:
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
 
 
+def figure_reads(name: str) -> list[str]:
+    """What figure `name` reads: its needs, plus the `accuracy` table when it marks the models that
+    fail the learnability gate (`gated`: it shows their explanations; xaibench.gate)."""
+    spec = FIGURES[name]
+    return spec["needs"] + (["accuracy"] if spec.get("gated") else [])
+
+
 def figure_parts(names: list[str], parts: int = 2) -> list[list[str]]:
     """`names` in `parts` lists of about equal drawing cost (longest first to the least loaded part),
     each in catalog order; empty parts are dropped. The figure jobs draw one part each, in parallel."""
@@ -287,7 +294,8 @@ SALIENCE_SUMMARY = [
 # list means the figure is drawn only when one of those training variants is configured; "table"
 # means it also writes results/tables/{dataset}/{name}.md and .csv; "cost" is its drawing time
 # relative to a plain chart (default 1, measured on the smoke run), so `figure_parts` can give the two
-# figure jobs equal work. Each figure's caption (what it shows, for the report) is
+# figure jobs equal work; "gated" means it shows models' explanations, so it marks the models that
+# fail the learnability gate (and reads the accuracy table for that, `figure_reads`). Each figure's caption (what it shows, for the report) is
 # report/captions/{name}.rst.
 FIGURES = {
     "accuracy": {
@@ -295,64 +303,77 @@ FIGURES = {
         "needs": ["accuracy"],
     },
     "localization": {
+        "gated": True,
         "module": "xaibench.figures",
         "cost": 3,
         "needs": ["localization"],
         "table": True,
     },
     "gallery": {
+        "gated": True,
         "module": "xaibench.figures",
         "needs": ["explanations"],
     },
     "lap_faithfulness": {
+        "gated": True,
         "module": "xaibench.figures.lap",
         "needs": ["deletion", "localization"],
     },
     "lap_attention": {
+        "gated": True,
         "module": "xaibench.figures.lap",
         "cost": 2,
         "needs": ["explanations"],
         "variants": ["lap"],
     },
     "salience_entropy": {
+        "gated": True,
         "module": "xaibench.figures.salience",
         "needs": ["entropy"],
     },
     "salience_noise": {
+        "gated": True,
         "module": "xaibench.figures.salience",
         "needs": ["noise"],
     },
     "salience_equivariance": {
+        "gated": True,
         "module": "xaibench.figures.salience",
         "cost": 3,
         "needs": ["equivariance"],
     },
     "salience_stability": {
+        "gated": True,
         "module": "xaibench.figures.salience",
         "needs": ["stability"],
     },
     "salience_degradation": {
+        "gated": True,
         "module": "xaibench.figures.salience",
         "cost": 2,
         "needs": ["degradation"],
     },
     "salience_summary": {
+        "gated": True,
         "module": "xaibench.figures.salience",
         "cost": 2,
         "needs": ["entropy", "noise", "equivariance", "stability", "degradation"],
         "table": True,
     },
     "salience_gallery": {
+        "gated": True,
         "module": "xaibench.figures.salience",
         "cost": 5,
         "needs": ["explanations"],
     },
     "misalignment": {
+        "gated": True,
         "module": "xaibench.figures.protopnet",
         "needs": ["misalignment"],
         "table": True,
     },
     "protopnet_gallery": {
+        "gated": True,
         "module": "xaibench.figures.protopnet",
         "cost": 4,
         "needs": [],
@@ -373,12 +394,14 @@ FIGURES = {
     },
     # Paper D.
     "agf_perturbation": {
+        "gated": True,
         "module": "xaibench.figures.agf",
         "cost": 2,
         "needs": ["perturbation"],
         "table": True,
     },
     "agf_segmentation": {
+        "gated": True,
         "module": "xaibench.figures.agf",
         "needs": ["segmentation", "perclass"],
     },

@@ -163,7 +163,13 @@ def cmd_discrimination(args, cfg):
 def cmd_summary(args, cfg):
     from .metrics import summarize
     from .io import save_json
-    save_json(args.out, summarize(cfg))
+    out = summarize(cfg)
+    save_json(args.out, out)
+    for dataset, variants in out.items():  # one warning line per model that fails the learnability gate
+        for variant, node in variants.items():
+            for seed, verdict in node.get("gate", {}).items():
+                if not verdict["passed"]:
+                    print(f"warning: {dataset}/{variant}/{seed} fails the learnability gate: {verdict['reason']}")
     print(f"{args.out}: headline metrics of {', '.join(cfg['datasets'])}")
 
 

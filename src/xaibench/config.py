@@ -169,6 +169,9 @@ def _check_relations(cfg: dict) -> None:
         source = catalog.VARIANTS[variant].get("source")
         if source and source not in cfg["train"]["variants"]:
             raise ConfigError(f"train.variants: {variant} is trained from the {source} model; add {source} too")
+    unknown = sorted(set(cfg["gate"]["variants"] or ()) - set(catalog.VARIANTS))
+    if unknown:
+        raise ConfigError(f"gate.variants: {unknown} are not training variants (choices: {', '.join(catalog.VARIANTS)})")
     missing = sorted(set(cfg["featviz"]["seeds"]) - set(cfg["train"]["seeds"]))
     if missing:
         raise ConfigError(f"featviz.seeds: {missing} not in train.seeds {cfg['train']['seeds']}; "

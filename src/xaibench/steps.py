@@ -151,10 +151,10 @@ def keys(step: str, cfg: dict, *, dataset: str | None = None, variant: str | Non
     if step in ("aggregate", "discrimination"):  # read per-image rows and the catalog only
         return []
     if step == "summary":
-        return ["datasets", "metrics.families", "train.variants",
+        return ["datasets", "metrics.families", "train.variants", "gate",
                 *sorted({k for v in catalog.VARIANTS for k in seed_keys(v)})]
     if step == "figures":
-        return ["figures", "datasets", *_rest(cfg, "train", "threads"), "metrics",
+        return ["figures", "datasets", "gate", *_rest(cfg, "train", "threads"), "metrics",
                 *[f"explain.{k}" for k in ("methods", "variants", "splits", "options")],
                 "data.shapes.classes", "featviz.variants", "featviz.seeds"]
     raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
@@ -254,7 +254,7 @@ def metric_tables(cfg: dict, dataset: str) -> list[str]:
 def figure_inputs(cfg: dict, dataset: str, names: list[str]) -> list[str]:
     """What drawing the figures `names` reads: their metric tables, explanation files, generated
     prototypes and (for figures that run a model) checkpoints."""
-    needs = {n for name in names for n in catalog.FIGURES[name]["needs"]}
+    needs = {n for name in names for n in catalog.figure_reads(name)}
     files = [str(paths.metric_table(dataset, f, ext)) for f in cfg["metrics"]["families"] if f in needs
              for ext in ("csv", "parquet")]
     if "explanations" in needs:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .. import catalog, paths  # noqa: E402
+from .. import catalog, gate, paths  # noqa: E402
 from ..io import atomic_path, read_table  # noqa: E402
 from ..drawing import mosaic, savefig, tile  # noqa: E402,F401  (the figures' drawing helpers)
 from ..registry import Registry  # noqa: E402
@@ -62,16 +62,22 @@ def table(dataset: str, family: str) -> pd.DataFrame:
     return data
 
 
-def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
+def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None, failed=()):
     """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible.
 
-    The dots' sideways jitter is drawn from numpy's global generator (seaborn has no seed argument),
-    so it is seeded here, the same for every call and restored afterwards: a redraw gives the same
-    pixels whatever was drawn before it."""
+    Bars of the hue levels in `failed` (variants with a model that failed the learnability gate,
+    `gate_failures`) are hatched and their legend entries get the gate mark. The dots' sideways
+    jitter is drawn from numpy's global generator (seaborn has no seed argument), so it is seeded
+    here, the same for every call and restored afterwards: a redraw gives the same pixels whatever
+    was drawn before it."""
     import seaborn as sns  # not at module level: featviz draws its grids without seaborn's scipy import
-    colours = palette(data[hue].unique() if hue_order is None else hue_order) if hue == "variant" else None
+    hue_order = list(hue_order) if hue_order is not None else list(pd.unique(data[hue]))
+    colours = palette(hue_order) if hue == "variant" else None
     sns.barplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", ax=ax,
                 palette=colours, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
+    for container, level in zip(ax.containers[-len(hue_order):], hue_order):  # one container per hue level
+        for bar in container.patches if level in failed else ():
+            bar.set(hatch=HATCH, edgecolor="0.25")
     state = np.random.get_state()
     np.random.seed(0)
     try:
@@ -79,6 +85,34 @@ def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hu
                       palette=colours, size=5, edgecolor="black", linewidth=0.6, legend=False)
     finally:
         np.random.set_state(state)
+    mark_legend(ax, failed, hatch=True)
+
+
+HATCH = "///"  # bars of variants with a model that failed the learnability gate
+
+
+def gate_failures(cfg: dict, dataset: str) -> dict[str, dict[int, str]] | None:
+    """variant -> why its models fail the learnability gate (`xaibench.gate`), from the tidy accuracy
+    table; None when this run does not measure the `accuracy` family (the gate cannot be evaluated)."""
+    path = paths.metric_table(dataset, "accuracy")
+    if "accuracy" not in cfg["metrics"]["families"] or not path.is_file():
+        return None
+    return gate.failures(gate.summaries_from_rows(read_table(path).to_dict("records")), cfg)
+
+
+def mark_legend(ax, failed, hatch: bool = False) -> None:
+    """Add the gate mark to the legend labels (and, for bars, hatch the legend patches) of `failed`
+    variants: on the artists, so a legend drawn later shows it too, and on the legend already drawn."""
+    handles, labels = ax.get_legend_handles_labels()
+    legend = ax.get_legend()
+    shown = zip(legend.get_texts(), legend.legend_handles) if legend else ()
+    for text, handle in [*((lab, h) for h, lab in zip(handles, labels)), *((t.get_text(), h) for t, h in shown)]:
+        if text in failed:
+            handle.set_label(gate.mark(text, failed))
+            if hatch:
+                handle.set_hatch(HATCH)
+    for t in legend.get_texts() if legend else ():
+        t.set_text(gate.mark(t.get_text(), failed))
 
 
 def _variants(cfg):
@@ -98,7 +132,8 @@ def accuracy(cfg, dataset):
     data["set"] = [ACCURACY_SETS[k] for k in zip(data.split, data.metric)]
     order = [v for v in ACCURACY_SETS.values() if v in set(data["set"])]
     fig, ax = plt.subplots(figsize=(9, 4))
-    seed_points(ax, data, "set", "value", "variant", order=order, hue_order=_variants(cfg))
+    seed_points(ax, data, "set", "value", "variant", order=order, hue_order=_variants(cfg),
+                failed=gate_failures(cfg, dataset) or ())
     k = len(cfg["data"]["shapes"]["classes"]) if dataset == "shapes" else None
     if k:
         ax.axhline(1 / k, ls=":", c="grey", lw=1)
@@ -141,8 +176,10 @@ def localization(cfg, dataset):
              "", "Method `baseline_*`: reference maps on the same images (chance lines; `baseline_oracle` = the mask "
              "itself, the ceiling), pooled over models (variant —).", "",
              "| split | measure | variant | method | mean ± sd | n |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.split} | {r.metric} | {r.variant} | {r.method} | {r.mean:.3f}"
+    failed = gate_failures(cfg, dataset)
+    lines += [f"| {r.split} | {r.metric} | {gate.mark(r.variant, failed or ())} | {r.method} | {r.mean:.3f}"
               + ("" if pd.isna(r.sd) else f" ± {r.sd:.3f}") + f" | {r.n} |" for r in stats.itertuples()]
+    lines += ["", gate.footnote(failed)]
     with atomic_path(out / "localization.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -152,7 +189,7 @@ def localization(cfg, dataset):
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 4), sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         d = data[(data.metric == metric) & ~data.method.str.startswith("baseline_")]
-        seed_points(ax, d, "method", "value", "variant", hue_order=_variants(cfg))
+        seed_points(ax, d, "method", "value", "variant", hue_order=_variants(cfg), failed=failed or ())
         for method, (ls, line_colour) in BASELINE_STYLE.items():
             ref = data[(data.metric == metric) & (data.method == method)]["value"]
             if len(ref):
@@ -184,7 +221,9 @@ def gallery(cfg, dataset):
     tiles = [[tile(split.images[i]), tile(masks[i])] +
              [tile(split.images[i], maps[key]["maps"][i], border=None if maps[key]["predictions"][i] == split.labels[i]
                    else "red") for key in cols] for i in idx]
-    fig = mosaic(tiles, ["image", "mask"] + [f"{v}\n{m}" for v, m in cols], [classes[split.labels[i]] for i in idx],
+    failed = gate_failures(cfg, dataset) or {}
+    fig = mosaic(tiles, ["image", "mask"] + [f"{gate.mark(v, failed, catalog.seeds_for(cfg, v)[0])}\n{m}" for v, m in cols],
+                 [classes[split.labels[i]] for i in idx],
                  f"{dataset}: test images, ground-truth masks and maps (seed {seed}; red frame = wrong prediction)")
     return save(fig, cfg, dataset, "gallery")
 

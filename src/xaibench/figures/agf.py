@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import catalog, paths
+from .. import catalog, gate, paths
 from ..io import atomic_path, save_csv
 from ..tidy import over_units
-from . import NotApplicable, _variants, plt, register, save, table
+from . import NotApplicable, _variants, gate_failures, plt, register, save, table
 
 REFERENCES = {"baseline_random": "#8c8c8c", "baseline_uniform": "#cfcfcf", "baseline_oracle": "#ffffff"}
 COLOURS = ["#C44E52", "#4C72B0", "#55A868", "#8172B3", "#DD8452", "#937860", "#DA8BC3", "#64B5CD"]
@@ -26,16 +26,18 @@ def _colour(method: str, methods: list[str]) -> str:
 
 
 def _write_table(dataset: str, name: str, title: str, stats: pd.DataFrame, columns: list[tuple[str, str]],
-                 variants: list[str]):
-    """csv of the statistics and a markdown table: explainer rows × (variant, measure) columns."""
+                 variants: list[str], failed: dict | None):
+    """csv of the statistics and a markdown table: explainer rows × (variant, measure) columns; variants
+    with a model that failed the learnability gate are marked (`failed`, figures.gate_failures)."""
     out = paths.tables(dataset)
     save_csv(out / f"{name}.csv", stats)
     cell = {(r.variant, r.method, r.column): f"{r['mean']:.3f}" + ("" if pd.isna(r["sd"]) else f" ± {r['sd']:.3f}")
             for _, r in stats.iterrows()}
-    heads = [f"{v}: {label}" for v in variants for _, label in columns]
+    heads = [f"{gate.mark(v, failed or ())}: {label}" for v in variants for _, label in columns]
     lines = [f"# {dataset}: {title}", "", "| explainer | " + " | ".join(heads) + " |", "|---" * (1 + len(heads)) + "|"]
     for method in _methods(stats):
         lines.append(f"| {method} | " + " | ".join(cell.get((v, method, c), "–") for v in variants for c, _ in columns) + " |")
+    lines += ["", gate.footnote(failed)]
     with atomic_path(out / f"{name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -50,6 +52,7 @@ def agf_perturbation(cfg, dataset):
         raise NotApplicable("no perturbation rows (the family applies to variants with plain layers)")
     variants = [v for v in _variants(cfg) if v in set(data.variant)]
     methods = _methods(data)
+    failed = gate_failures(cfg, dataset)
     kinds = [k for k in ("predicted", "label") if k in set(data.setting)]
     panels = [(order, kind) for kind in kinds for order in ("positive", "negative")]
     fig, axes = plt.subplots(len(variants), len(panels), figsize=(4.1 * len(panels), 3.5 * len(variants)),
@@ -74,7 +77,7 @@ def agf_perturbation(cfg, dataset):
                     ax.fill_between(d.level, d["mean"] - d["sd"].fillna(0), d["mean"] + d["sd"].fillna(0),
                                     color=_colour(method, methods), alpha=0.10, lw=0)
             better = "lower" if order == "positive" else "higher"
-            ax.set_title(f"{variant}: {order}, {kind}-class maps\n(AUC{catalog.arrow('perturbation', f'{order}_auc')}"
+            ax.set_title(f"{gate.mark(variant, failed or ())}: {order}, {kind}-class maps\n(AUC{catalog.arrow('perturbation', f'{order}_auc')}"
                          f" {better} = faithful)", fontsize=9)
             ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
@@ -92,7 +95,7 @@ def agf_perturbation(cfg, dataset):
     cols = [(f"{o}_auc · {k}", f"{o} AUC{catalog.arrow('perturbation', f'{o}_auc')} ({k})")
             for k in kinds for o in ("positive", "negative")]
     _write_table(dataset, "agf_perturbation", "perturbation AUCs (area over the removed fractions, ≤ 0.8 over 10–90%), "
-                 "mean ± sd over seeds", stats, cols, variants)
+                 "mean ± sd over seeds", stats, cols, variants, failed)
     return save(fig, cfg, dataset, "agf_perturbation")
 
 
@@ -120,6 +123,7 @@ def agf_segmentation(cfg, dataset):
     if seg.empty and per.empty:
         raise NotApplicable("no segmentation or per-class rows (masks, pairs split and plain-layer variants needed)")
     variants = [v for v in _variants(cfg) if v in set(seg.variant) | set(per.variant)]
+    failed = gate_failures(cfg, dataset) or ()
     fig, axes = plt.subplots(len(variants), 2, figsize=(15, 3.8 * len(variants)), squeeze=False,
                              gridspec_kw={"width_ratios": [1.15, 1]})
     seg_metrics = ["pixel_accuracy", "miou", "map", "map_continuous"]
@@ -137,14 +141,14 @@ def agf_segmentation(cfg, dataset):
         if not d.empty:
             _bars(ax, d, [m for m in seg_metrics if m in set(d.group)], _methods(d), seg_labels)
         thr = ", ".join(f"{m} at {t}" for m, t in cfg["metrics"]["segmentation"]["thresholds"].items())
-        ax.set_title(f"{variant}: segmentation of the object (test; maps > their mean; {thr})", fontsize=9)
+        ax.set_title(f"{gate.mark(variant, failed)}: segmentation of the object (test; maps > their mean; {thr})", fontsize=9)
         ax = axes[r, 1]
         d = p[p.variant == variant]
         if not d.empty:
             _bars(ax, d, [f"{m} · {k}" for k, m in per_groups if f"{m} · {k}" in set(d.group)], _methods(d), per_labels)
             ax.axhline(0.5, color="grey", lw=0.8, ls=":")
             ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"{variant}: per-class test on two-object images (pairs): share of positive mass\n"
+        ax.set_title(f"{gate.mark(variant, failed)}: per-class test on two-object images (pairs): share of positive mass\n"
                      "of the top / second present class's map on its object and on the other (dotted: 0.5)", fontsize=9)
     handles, labels = next((ax.get_legend_handles_labels() for ax in axes.flat if ax.get_legend_handles_labels()[0]), ([], []))
     fig.suptitle(f"{dataset}: paper D segmentation and saliency-bias tests (mean ± sd over seeds)", y=1.0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import paths
-from . import BASELINE_STYLE, colour, _classes, _variants, mosaic, plt, register, save, seed_points, table, tile
+from .. import gate
+from . import (BASELINE_STYLE, _classes, _variants, colour, gate_failures, mosaic, plt, register, save,
+               seed_points, table, tile)
 
 LINESTYLES = ["-", "--", ":", "-."]
 
@@ -19,6 +21,7 @@ def lap_faithfulness(cfg, dataset):
         return []
     variants = [v for v in _variants(cfg) if v in set(dele.variant)]
     methods = sorted(set(dele.method))
+    failed = gate_failures(cfg, dataset) or ()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     curves = dele[(dele.metric == "target_probability") & dele.variant.isin(variants)]
     for (variant, method), d in curves.groupby(["variant", "method"]):
@@ -26,17 +29,17 @@ def lap_faithfulness(cfg, dataset):
         mean, sd = per_level.mean(), per_level.std().fillna(0)
         style = LINESTYLES[methods.index(method) % len(LINESTYLES)]
         axes[0].plot(mean.index, mean.values, style, color=colour(variant), marker="o", ms=3,
-                     label=f"{variant} / {method}")
+                     label=f"{gate.mark(variant, failed)} / {method}")
         axes[0].fill_between(mean.index, mean - sd, mean + sd, color=colour(variant), alpha=0.12)
     axes[0].set(xlabel="share of pixels removed (most relevant first)", ylabel="probability of the explained class",
                 title="deletion curves\n(mean ± sd over seeds)", ylim=(0, 1.02))
     axes[0].legend(fontsize=7, title="variant / explainer", title_fontsize=7, handlelength=4)
     seed_points(axes[1], dele[dele.metric == "deletion_auc"], "method", "value", "variant", order=methods,
-                hue_order=variants)
+                hue_order=variants, failed=failed)
     axes[1].set(title="deletion AUC\n(lower = more faithful)", xlabel="explainer", ylabel="area under the curve", ylim=(0, 1.02))
     if not loc.empty:
         seed_points(axes[2], loc, "method", "value", "variant", order=[m for m in methods if m in set(loc.method)],
-                    hue_order=variants)
+                    hue_order=variants, failed=failed)
         for method, (ls, line_colour) in BASELINE_STYLE.items():
             ref = loc[loc.method == method]["value"]
             if len(ref):
@@ -94,6 +97,7 @@ def lap_attention(cfg, dataset):
                      [tile(split.images[i], attention[r].numpy()), tile(split.images[i], combined[r].numpy())])
     rows = [f"{classes[split.labels[i]]} → {classes[pred[r]]}" for r, i in enumerate(idx)]
     colours = ["black" if pred[r] == split.labels[i] else "red" for r, i in enumerate(idx)]
-    fig = mosaic(tiles, cols, rows, f"{dataset}: LAP attention by layer (seed {seed}; label → prediction, red = wrong; "
+    failed = gate_failures(cfg, dataset) or {}
+    fig = mosaic(tiles, cols, rows, f"{dataset}: {gate.mark('lap', failed, seed)} attention by layer (seed {seed}; label → prediction, red = wrong; "
                  "score maps on a fixed 0–1 scale, last two columns min-max scaled)", row_colours=colours, cell=1.7)
     return save(fig, cfg, dataset, "lap_attention")

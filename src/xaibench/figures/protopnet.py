@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 
 from ..tidy import over_units
-from . import NotApplicable, plt, register, save, seed_points, table, tile  # noqa: F401
-from .. import catalog, paths
+from . import NotApplicable, gate_failures, plt, register, save, seed_points, table, tile  # noqa: F401
+from .. import catalog, gate, paths
 from ..io import atomic_path, save_csv
 
 PROTO_VARIANTS = ("protopnet", "protopnet_comp")
@@ -45,6 +45,7 @@ def misalignment(cfg, dataset):
     out = paths.tables(dataset)
     save_csv(out / "misalignment.csv", stats)
     s = cfg["metrics"]["misalignment"]
+    failed = gate_failures(cfg, dataset)
     lines = [f"# {dataset}: spatial misalignment benchmark (paper A), mean ± sd over seeds", "",
              f"attack {s['attack']}, eps {s['eps']} (normalised units), PGD {s['iters']} steps of {s['step']}; "
              f"lower is better for PLC, PRC, PAC, AC", "",
@@ -53,9 +54,10 @@ def misalignment(cfg, dataset):
     for v in variants:
         for k in kinds:
             n = stats[(stats.variant == v) & (stats.perturbation == k)]["seeds"].max()
-            lines.append(f"| {v} | {k} | {_cell(stats, v, k, 'PLC')} | {_cell(stats, v, k, 'PRC')} | "
+            lines.append(f"| {gate.mark(v, failed or ())} | {k} | {_cell(stats, v, k, 'PLC')} | {_cell(stats, v, k, 'PRC')} | "
                          f"{_cell(stats, v, k, 'PAC')} | {_cell(stats, v, k, 'accuracy_before')} → "
                          f"{_cell(stats, v, k, 'accuracy_after')} | {_cell(stats, v, k, 'AC')} | {n} |")
+    lines += ["", gate.footnote(failed)]
     with atomic_path(out / "misalignment.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -63,7 +65,7 @@ def misalignment(cfg, dataset):
     fig, axes = plt.subplots(1, 4, figsize=(16, 4))
     for ax, (metric, label) in zip(axes, METRICS):
         d = per_seed[per_seed.metric == metric]
-        seed_points(ax, d, "setting", "value", "variant", order=kinds, hue_order=variants)
+        seed_points(ax, d, "setting", "value", "variant", order=kinds, hue_order=variants, failed=failed or ())
         ax.axhline(0, c="grey", lw=0.8)
         ax.set_title(label + catalog.arrow("misalignment", metric), fontsize=9)
         ax.set(xlabel="perturbation outside the region", ylabel="")
@@ -134,6 +136,7 @@ def protopnet_gallery(cfg, dataset):
     n_ex = min(3, cfg["figures"]["gallery_images"], len(test))
     idx = np.linspace(0, len(test) - 1, n_ex).astype(int)
     gallery, g_rows, examples, e_rows = [], [], [], []
+    failed = gate_failures(cfg, dataset) or {}
     for v in variants:
         seed = catalog.seeds_for(cfg, v)[0]
         model, _ = load_model(paths.model_dir(dataset, v, seed) / "model.pt",
@@ -146,7 +149,7 @@ def protopnet_gallery(cfg, dataset):
                 src, box = model.proto_source[j].tolist(), model.proto_box[j].tolist()
                 row.append(None if src[0] < 0 else _frame(tile(train.images[src[0]]), box, "yellow"))
             gallery.append(row)
-            g_rows.append(f"{v} s{seed}\n{classes[c]}")
+            g_rows.append(f"{gate.mark(v, failed, seed)} s{seed}\n{classes[c]}")
         x, y = test.tensors(idx), torch.from_numpy(test.labels[idx])
         res = {k: benchmark(model, x, y, kind=k, attack=s["attack"], eps=s["eps"], step=s["step"], iters=s["iters"],
                             percentile=s["percentile"], margin=s["margin"], clip=s["clip"], seed=s["seed"])
@@ -173,7 +176,7 @@ def protopnet_gallery(cfg, dataset):
                                            box[r].tolist(), "red")]
             examples.append(row)
             owner = classes[int(model.prototype_class[j[r]])]
-            e_rows.append(f"{v} s{seed}: {classes[y[r]]}\nproto {int(j[r])} ({owner})\n"
+            e_rows.append(f"{gate.mark(v, failed, seed)} s{seed}: {classes[y[r]]}\nproto {int(j[r])} ({owner})\n"
                           f"PAC noise {res['noise']['PAC'][r]:.0f}%, pgd {res['pgd']['PAC'][r]:.0f}%")
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(1.4 * n_cols + 2.2, 1.25 * (len(gallery) + len(examples)) + 1.6),
                                  gridspec_kw={"height_ratios": [len(gallery), len(examples)]})

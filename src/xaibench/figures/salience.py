@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .. import catalog, paths
+from .. import catalog, gate, paths
 from ..io import atomic_path, read_table, save_csv
 from ..tidy import COLUMNS, over_units, select
-from . import NotApplicable, colour, mosaic, palette, tile, _variants, plt, register, save, table
+from . import NotApplicable, colour, gate_failures, mark_legend, mosaic, palette, tile, _variants, plt, register, save, table
 
 TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
 MODES = ["background", "object"]
@@ -54,10 +54,12 @@ def _curve(ax, data, x, variants, methods):
                  marker="o", markersize=4, palette=palette(variants), ax=ax)
 
 
-def _legend_once(axes):
+def _legend_once(axes, failed=None):
+    """Keep the last panel's legend only, with the learnability-gate mark on `failed` variants."""
     for i, ax in enumerate(np.ravel(axes)):
         if ax.legend_ is not None and i != len(np.ravel(axes)) - 1:
             ax.legend_.remove()
+    mark_legend(np.ravel(axes)[-1], failed or ())
 
 
 @register("salience_entropy")
@@ -70,7 +72,7 @@ def salience_entropy(cfg, dataset):
         _box(ax, data[data.metric == metric], "method", methods, variants)
         ax.set(title=metric.replace("_", " ") + " (lower = more focused)", xlabel="explainer",
                ylabel="normalised entropy", ylim=(0, 1.02))
-    _legend_once(axes)
+    _legend_once(axes, gate_failures(cfg, dataset))
     fig.suptitle(f"{dataset}: (a) salience-map entropy per image (test; boxes over images and seeds)", y=1.03)
     return save(fig, cfg, dataset, "salience_entropy")
 
@@ -92,7 +94,7 @@ def salience_noise(cfg, dataset):
         ax = axes[len(panels)]
         _box(ax, ood[ood.metric == "max_softmax"], "split", ["test", "ood"], variants)
         ax.set(title="max softmax: test vs ood classes", xlabel="split", ylabel="max softmax probability", ylim=(0, 1.02))
-    _legend_once(axes)
+    _legend_once(axes, gate_failures(cfg, dataset))
     fig.suptitle(f"{dataset}: (b) reaction to out-of-set inputs (curves: mean over images per seed, "
                  "band 95% CI over seeds)", y=1.03)
     return save(fig, cfg, dataset, "salience_noise")
@@ -115,7 +117,7 @@ def salience_equivariance(cfg, dataset):
             ax.set_ylim(top=1.02)
             ax.axhline(1, color="grey", lw=0.6, ls=":")
             ax.tick_params(axis="x", rotation=60, labelsize=7)
-    _legend_once(axes)
+    _legend_once(axes, gate_failures(cfg, dataset))
     fig.suptitle(f"{dataset}: (c) equivariance under flips, shifts and 90° rotations (1 = the map follows the "
                  "image; boxes over images and seeds)")
     fig.tight_layout()
@@ -133,7 +135,7 @@ def salience_stability(cfg, dataset):
         ax.set(title=f"{metric.replace('map_', '')} between seeds (higher = more stable)", xlabel="explainer",
                ylabel=metric.replace("map_", ""))
         ax.set_ylim(top=1.02)
-    _legend_once(axes)
+    _legend_once(axes, gate_failures(cfg, dataset))
     pairs = data.setting.nunique()
     fig.suptitle(f"{dataset}: (d) stability of maps across training runs (test; boxes over images and "
                  f"{pairs} seed pair{'s' * (pairs != 1)})", y=1.03)
@@ -154,7 +156,7 @@ def salience_degradation(cfg, dataset):
             what = "non-salient region blurred" if mode == "background" else "salient region blurred"
             ax.set(title=f"{mode} ({what}): {metric.replace('_', ' ')}", ylabel=label, ylim=(-0.02, 1.02),
                    xlabel="blur strength (× reference σ; 0 = clean)", xlim=(-0.05, None))
-    _legend_once(axes)
+    _legend_once(axes, gate_failures(cfg, dataset))
     fig.suptitle(f"{dataset}: (e) salience-guided degradation (mean over images per seed, band 95% CI over seeds)")
     fig.tight_layout()
     return save(fig, cfg, dataset, "salience_degradation")
@@ -188,18 +190,20 @@ def _cell(row) -> str:
 def salience_summary(cfg, dataset):
     stats = summary_table(dataset)
     variants = [v for v in _variants(cfg) if v in set(stats.variant)]
+    failed = gate_failures(cfg, dataset)
     cells = {(r["measure"], r["method"], r["variant"]): _cell(r) for _, r in stats.iterrows()}
     labels = [spec["label"] for spec in catalog.SALIENCE_SUMMARY]
     keys = sorted({k[:2] for k in cells}, key=lambda k: (labels.index(k[0]), k[1]))
     arrows = {s["label"]: catalog.arrow(s["family"], s["metric"]) for s in catalog.SALIENCE_SUMMARY}
     wide = pd.DataFrame([[measure + arrows[measure], method, *(cells.get((measure, method, v), "–") for v in variants)]
-                         for measure, method in keys], columns=["measure", "explainer", *variants])
+                         for measure, method in keys], columns=["measure", "explainer", *(gate.mark(v, failed or ()) for v in variants)])
     out = paths.tables(dataset)
     save_csv(out / "salience_summary.csv", stats)
-    header = "| measure | explainer | " + " | ".join(variants) + " |"
+    header = "| " + " | ".join(wide.columns) + " |"
     lines = [f"# {dataset}: Explain-to-Me salience measures, mean ± sd over seeds (stability: over seed pairs)", "",
              header, "|" + "---|" * (2 + len(variants))]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in wide.itertuples(index=False)]
+    lines += ["", gate.footnote(failed)]
     with atomic_path(out / "salience_summary.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(5.4 + 1.6 * len(variants), 0.2 * (len(wide) + 3)))
@@ -224,12 +228,13 @@ def salience_gallery(cfg, dataset):
     methods, variants = cfg["explain"]["methods"], _variants(cfg)
     cols = [(i, m) for i in idx for m in methods]
     tiles, labels, colours = [[tile(split.images[i]) for i, _ in cols]], ["image"], ["black"]
+    failed = gate_failures(cfg, dataset) or {}
     for variant in variants:
         usable = catalog.methods_for(cfg["explain"], variant)
         for seed in catalog.seeds_for(cfg, variant):
             maps = {m: load_explanation(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
             tiles.append([tile(split.images[i], maps[m][i]) if m in maps else None for i, m in cols])
-            labels.append(f"{variant} seed {seed}")
+            labels.append(f"{gate.mark(variant, failed, seed)} seed {seed}")
             colours.append(colour(variant))
     fig = mosaic(tiles, [f"test #{i}\n{m}" for i, m in cols], labels,
                  f"{dataset}: the same test images explained by every training run (maps min-max scaled)",

@@ -202,13 +202,26 @@ def run(name: str, ctx: Context) -> pd.DataFrame:
     return frame
 
 
+def gate_verdicts(cfg: dict, dataset: str) -> dict[tuple[str, int], tuple[bool, str]]:
+    """(variant, seed) -> (passed, reason) of the learnability gate (xaibench.gate), for every trained
+    model, from the accuracies its summary.json records."""
+    from .. import gate
+    out = {}
+    for variant in cfg["train"]["variants"]:
+        for seed in catalog.seeds_for(cfg, variant):
+            summary = load_json(paths.model_dir(dataset, variant, seed) / "summary.json")
+            out[(variant, seed)] = gate.learned({"variant": variant, **summary}, cfg)
+    return out
+
+
 def summarize(cfg: dict) -> dict:
     """Headline numbers for `dvc metrics show`: per variant × split × measure, mean and sd over seeds.
 
     Families with rows in `catalog.SALIENCE_SUMMARY` (paper E) report exactly those measures, with
     the same setting/level filters and units as the salience summary table (stability: sd over seed
     pairs). Every other metric is averaged over its settings and, where it has levels, over levels
-    > 0 (level 0 is the unaltered image where curves start), within each seed first.
+    > 0 (level 0 is the unaltered image where curves start), within each seed first. Under
+    `{variant}.gate`, each model's learnability-gate verdict (`gate_verdicts`).
     """
     from ..tidy import over_units, select
     out: dict = {}
@@ -235,6 +248,9 @@ def summarize(cfg: dict) -> dict:
             d = table[~curve | (table["level"] > 0)]
             for metric, part in d.groupby("metric"):
                 put(dataset, over_units(part, ["variant", "method", "split"], unit), family, metric)
+        for (variant, seed), (passed, reason) in gate_verdicts(cfg, dataset).items():
+            out.setdefault(dataset, {}).setdefault(variant, {}).setdefault("gate", {})[f"seed{seed}"] = {
+                "passed": passed, "reason": reason}
         for seed in catalog.seeds_for(cfg, "lap_plugin") if "lap_plugin" in cfg["train"]["variants"] else []:
             path = paths.model_dir(dataset, "lap_plugin", seed) / "summary.json"
             if path.is_file():

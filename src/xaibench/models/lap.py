@@ -197,6 +197,12 @@ class LAPClassifier(Classifier):
     def lap_layers(self) -> list[LAPPool2d]:
         return [m for m in self.trunk.modules() if isinstance(m, LAPPool2d)]
 
+    def attention_parameters(self) -> list[nn.Parameter]:
+        """The parameters that decide where attention goes: every score network and every β
+        (their own learning rate: train.lap.score_lr_factor)."""
+        owners = [*self.lap_layers(), self.head]
+        return [p for m in owners for p in [m.beta_raw, *(m.score.parameters() if m.score is not None else ())]]
+
     def attention(self, x: torch.Tensor):
         """(per-layer maps [B,1,h_l,w_l] in forward order, head maps [B,K,h,w], logits) for one batch."""
         logits = self(x)

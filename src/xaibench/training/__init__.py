@@ -24,6 +24,8 @@ class Variant:
     build: Callable  # model config (fit.model_config) -> untrained nn.Module
     loss: Callable  # (model, x, y, masks, train settings) -> (loss, logits)
     trainer: Callable | None = None  # (cfg, data_root, variant, seed, out, device) -> summary; None = fit.train
+    param_groups: Callable | None = None  # (model, variant settings) -> optimiser groups with an "lr_scale"; None = one group
+    epoch_settings: Callable | None = None  # (train settings, epoch) -> the settings the loss sees that epoch
 
 
 def train_variant(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto") -> dict:

@@ -165,9 +165,21 @@ def evaluate(model, data_root: Path, meta: dict, batch_size: int, device) -> dic
     return res
 
 
-def _lr(base: float, epoch: int, epochs: int) -> float:
-    """Cosine schedule computed from the epoch alone (no scheduler state to resume)."""
-    return base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+def _lr(base: float, epoch: int, epochs: int, warmup: int = 0) -> float:
+    """Cosine schedule computed from the epoch alone (no scheduler state to resume), after `warmup`
+    epochs whose rate rises linearly to `base` (epoch e < warmup: base·(e+1)/(warmup+1))."""
+    if epoch < warmup:
+        return base * (epoch + 1) / (warmup + 1)
+    return base * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
+
+
+def budget(tcfg: dict, variant: str) -> dict:
+    """How long and how fast `variant` trains in `fit.train`: train.{epochs, lr}, unless its own
+    settings block sets them (LAP's budget is calibrated on its own, train.lap), with its warm-up
+    epochs and whether to keep the epoch of best validation accuracy (default: none, the last)."""
+    own = tcfg.get(catalog.VARIANTS[variant].get("settings") or "", {})
+    return {"epochs": own.get("epochs", tcfg["epochs"]), "lr": own.get("lr", tcfg["lr"]),
+            "warmup_epochs": own.get("warmup_epochs", 0), "keep_best": own.get("keep_best", False)}
 
 
 class Diverged(ValueError):
@@ -175,8 +187,9 @@ class Diverged(ValueError):
 
 
 def fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg: dict, lr: float, epoch: int, epochs: int,
-              seed: int, device, desc: str, lr_key: str = "train.lr") -> dict:
-    """One epoch of training plus validation; returns its history row.
+              seed: int, device, desc: str, lr_key: str = "train.lr", warmup: int = 0) -> dict:
+    """One epoch of training plus validation; returns its history row. Each optimiser group runs at
+    its `lr_scale` (default 1) × the epoch's rate.
 
     The batch order and every random draw come from generators seeded by (seed, epoch) alone, so a
     resumed run repeats exactly what an uninterrupted one would have done. A non-finite loss stops
@@ -186,7 +199,7 @@ def fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg: dict, lr: float
     n, bs = len(train_split), tcfg["batch_size"]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch)).numpy()
     for group in opt.param_groups:
-        group["lr"] = _lr(lr, epoch, epochs)
+        group["lr"] = _lr(lr, epoch, epochs, warmup) * group.get("lr_scale", 1.0)
     model.train()
     total, correct, seen = 0.0, 0, 0
     bar = Progress(desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batches", total=math.ceil(n / bs))
@@ -256,31 +269,41 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     train_split = read_split(data_root, "train")
     val_split = read_split(data_root, "val")
     mcfg = model_config(cfg, meta, variant, seed)
-    loss_fn = VARIANTS.get(variant).loss
+    spec, plan = VARIANTS.get(variant), budget(tcfg, variant)
+    block = catalog.VARIANTS[variant].get("settings")
+    own = tcfg.get(block or "", {})
+    lr_key = f"train.{block}.lr" if "lr" in own else "train.lr"
 
     torch.manual_seed(seed)
     model = build(mcfg).to(device, memory_format=CHANNELS_LAST)
     if tcfg["pretrained"]:
         load_pretrained(model, tcfg["pretrained"])
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
-    history, start = [], 0
+    groups = spec.param_groups(model, own) if spec.param_groups else [{"params": list(model.parameters())}]
+    opt = torch.optim.AdamW(groups, lr=plan["lr"], weight_decay=tcfg["weight_decay"])
+    history, start, best = [], 0, None  # best: (val accuracy, epoch, weights) when keeping the best epoch
     ckpt_path = out / CHECKPOINT
     ckpt = resume_checkpoint(ckpt_path, mcfg, device, ("state_dict", "optimizer", "epoch", "history"))
     if ckpt:
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
-        history, start = ckpt["history"], ckpt["epoch"] + 1
+        history, start, best = ckpt["history"], ckpt["epoch"] + 1, ckpt.get("best")
         print(f"resuming {out} after epoch {start}", flush=True)
 
-    for epoch in range(start, tcfg["epochs"]):
+    for epoch in range(start, plan["epochs"]):
         if stop_after is not None and epoch >= stop_after:
             return {}
-        history.append(fit_epoch(model, opt, loss_fn, train_split, val_split, tcfg, tcfg["lr"], epoch, tcfg["epochs"],
-                                 seed, device, f"{variant} seed{seed}"))
+        ecfg = spec.epoch_settings(tcfg, epoch) if spec.epoch_settings else tcfg
+        history.append(fit_epoch(model, opt, spec.loss, train_split, val_split, ecfg, plan["lr"], epoch, plan["epochs"],
+                                 seed, device, f"{variant} seed{seed}", lr_key, plan["warmup_epochs"]))
+        if plan["keep_best"] and (best is None or history[-1]["val_accuracy"] > best[0]):
+            best = (history[-1]["val_accuracy"], epoch, {k: v.clone() for k, v in model.state_dict().items()})
         save_torch(ckpt_path, {"model_config": mcfg, "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                               "epoch": epoch, "history": history})
+                               "epoch": epoch, "history": history, "best": best})
 
-    summary = {"variant": variant, "seed": seed, "dataset": meta["dataset"], "epochs": tcfg["epochs"],
+    if best is not None:  # the epoch of best validation accuracy (first of ties), not the last
+        model.load_state_dict(best[2])
+    summary = {"variant": variant, "seed": seed, "dataset": meta["dataset"], "epochs": plan["epochs"],
+               **({"best_epoch": best[1] + 1} if best is not None else {}),
                **evaluate(model, data_root, meta, EVAL_BATCH, device)}
     save_model(out, mcfg, model, history, summary)
     ckpt_path.unlink(missing_ok=True)
