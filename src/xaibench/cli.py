@@ -18,7 +18,9 @@ EPILOG = """steps, in pipeline order:
   generate  write results/prototypes/{dataset}/{variant}/seed{seed}.npz + .png (paper B)
   measure   write per-image rows of one metric family for one model (or all seeds of a variant)
   aggregate combine per-model rows into the tidy results/metrics/{dataset}/{family}.csv
-  summary   headline numbers per dataset x variant into results/summary.json (DVC metrics)
+  claims    test every paper's claim: results/claims.csv (verdicts) and results/validity.csv
+  summary   headline numbers (verdicts, claim effects, accuracies) into results/summary.json (DVC
+            metrics) and every family's numbers into results/metrics_summary.json
   figures   draw results/figures/{dataset}/ from the tidy tables only
 
 The whole pipeline is `snakemake --cores all`; these steps are what its rules call."""
@@ -122,11 +124,34 @@ def cmd_aggregate(args, cfg):
         print(f"{paths.metric_table(args.dataset, family)}: {sum(map(len, frames))} per-image rows")
 
 
+def cmd_claims(args, cfg):
+    """Compute the claims table (--compute) or read it, print it; optionally paste it into a document."""
+    from pathlib import Path
+
+    from . import claims
+    from .io import atomic_path, read_table, save_csv
+    if args.compute:
+        table, checks = claims.compute(cfg)
+        save_csv(args.out, table)
+        save_csv(args.validity, checks)
+    else:
+        table = read_table(args.out)
+    print(claims.terminal(table), end="")
+    for path in map(Path, args.into or []):
+        text = claims.replace_block(path.read_text(), claims.markdown(table), str(path))
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        print(f"{path}: claims table updated")
+
+
 def cmd_summary(args, cfg):
+    from .claims import headline
+    from .io import read_table, save_json
     from .metrics import summarize
-    from .io import save_json
-    save_json(args.out, summarize(cfg))
-    print(f"{args.out}: headline metrics of {', '.join(cfg['datasets'])}")
+    save_json(args.out, headline(cfg, read_table(args.claims)))
+    save_json(args.detail, summarize(cfg))
+    print(f"{args.out}: verdicts and headline numbers; {args.detail}: every family's numbers "
+          f"({', '.join(cfg['datasets'])})")
 
 
 def cmd_figures(args, cfg):
@@ -211,8 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("inputs", nargs="+", help="per-model .parquet files written by `measure` "
                    "(results/metrics/{dataset}/{family}/{variant}/{unit}.parquet)")
-    p = step("summary", cmd_summary, "headline numbers (mean and sd over seeds) as JSON for `dvc metrics show`")
+    p = step("claims", cmd_claims, "print the verdicts on the papers' claims (catalog.CLAIMS); with --compute, "
+             "test them first on the tidy tables and the models' summaries")
+    p.add_argument("--compute", action="store_true", help="compute the table (else read it from --out)")
+    p.add_argument("--out", default="results/claims.csv")
+    p.add_argument("--validity", default="results/validity.csv", help="with --compute: every test's validity")
+    p.add_argument("--into", action="append", help="a markdown file whose block between <!-- claims:start --> and "
+                   "<!-- claims:end --> gets the table (repeatable), e.g. docs/results.md")
+    p = step("summary", cmd_summary, "headline numbers as JSON for `dvc metrics show` (verdicts, claim effects, "
+             "accuracies) and every family's mean and sd over seeds in a second file")
     p.add_argument("--out", default="results/summary.json")
+    p.add_argument("--claims", default="results/claims.csv", help="the claims table it reads")
+    p.add_argument("--detail", default="results/metrics_summary.json")
     p = step("figures", cmd_figures, "draw figures of a dataset from its tidy tables (never touches a model)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--only", action="append", choices=list(catalog.FIGURES),
