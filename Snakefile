@@ -21,6 +21,7 @@ conda: "envs/environment.yaml"
 
 include: "rules/common.smk"
 include: "rules/pipeline.smk"
+include: "rules/claims.smk"
 
 
 rule all:

@@ -229,6 +229,8 @@ def figure_inputs(names):
                       for v, s in models() for m in catalog.methods_for(EXPLAIN, v)]
         if "prototypes" in needs:
             files += [str(paths.prototypes(wildcards.dataset, v, s)) for v, s in FEATVIZ]
+        if "claims" in needs:
+            files.append("results/claims.csv")
         files += [model_file(wildcards.dataset, v, seeds_of(v)[0]) for name in names
                   for v in catalog.FIGURES[name].get("variants", []) if v in VARIANTS]
         return sorted(set(files))

@@ -152,17 +152,20 @@ rule summary:
     input:
         metric_tables(),
         [str(paths.model_dir(d, v, s) / "summary.json") for d in DATASETS for v, s in models()],
+        claims="results/claims.csv",
     output:
-        "results/summary.json",
+        headline="results/summary.json",
+        detail="results/metrics_summary.json",
     params:
-        settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES},
+        settings=as_json(datasets=DATASETS, metrics={"families": FAMILIES}, gate=config["gate"],
                          train={"variants": VARIANTS, "seeds": SEEDS, **variant_seeds()}),
     log:
         "results/logs/summary.log",
     benchmark:
         "results/benchmarks/summary.tsv"
     shell:
-        "xaibench summary --config {params.settings:q} --out {output:q} > {log} 2>&1"
+        "xaibench summary --config {params.settings:q} --claims {input.claims:q} --out {output.headline:q}"
+        " --detail {output.detail:q} > {log} 2>&1"
 
 
 # Figures are drawn by two jobs per dataset (the figure list split in alternation), so redrawing

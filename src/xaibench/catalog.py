@@ -125,8 +125,8 @@ def featviz_models(cfg: dict) -> list[tuple[str, int]]:
 
 def figures_for(cfg: dict) -> list[str]:
     """Figures this configuration can draw: those whose needs (families, explanations, generated
-    prototypes) are all computed and, where a figure names variants, one of them is trained."""
-    have = set(cfg["metrics"]["families"]) | {"explanations"} | ({"prototypes"} if featviz_models(cfg) else set())
+    prototypes, the claims table) are all computed and, where a figure names variants, one of them is trained."""
+    have = set(cfg["metrics"]["families"]) | {"explanations", "claims"} | ({"prototypes"} if featviz_models(cfg) else set())
     variants = set(cfg["train"]["variants"])
     return [name for name, spec in FIGURES.items()
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
@@ -319,13 +319,19 @@ SALIENCE_SUMMARY = [
      for mode in ("background", "object")]
 
 
-# Figure needs: metric families (their tidy tables) and/or "explanations"; an optional "variants"
+# Figure needs: metric families (their tidy tables), "explanations" and/or "claims"; an optional "variants"
 # list means the figure is drawn only when one of those training variants is configured; "table"
 # means it also writes results/tables/{dataset}/{name}.md and .csv; "cost" is its drawing time
 # relative to a plain chart (default 1, measured on the smoke run), so `figure_parts` can give the two
 # figure jobs equal work. Each figure's caption (what it shows, for the report) is
 # report/captions/{name}.rst.
 FIGURES = {
+    # The verdicts on CLAIMS (results/claims.csv); its table opens the report (report/workflow.rst).
+    "claims": {
+        "module": "xaibench.figures.claims",
+        "needs": ["claims"],
+        "table": True,
+    },
     "accuracy": {
         "module": "xaibench.figures",
         "needs": ["accuracy"],

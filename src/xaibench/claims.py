@@ -23,10 +23,9 @@ ORACLE, CHANCE = "baseline_oracle", "baseline_random"
 TRIVIAL = ("baseline_uniform", "baseline_gaussian", "sobel")  # trivial maps: constant, centred blob, edges
 UNTESTABLE = "untestable here"
 VERDICTS = ("supported", "contradicted", "inconclusive", UNTESTABLE)
-COLUMNS = ["dataset", "claim", "paper", "statement", "comparison", "effect", "ci_low", "ci_high", "confidence",
-           "seeds_agreeing",
-           "n_seeds", "per_seed", "validity", "discrimination", "discrimination_low", "discrimination_high",
-           "verdict", "reason"]
+COLUMNS = ["dataset", "claim", "paper", "statement", "comparison", "predicts", "margin", "effect", "ci_low", "ci_high",
+           "confidence", "seeds_agreeing", "n_seeds", "per_seed", "validity", "discrimination", "discrimination_low",
+           "discrimination_high", "verdict", "reason"]
 
 
 class Run:
@@ -158,8 +157,10 @@ def claim_seed(cfg: dict, name: str) -> int:
 def test_claim(run: Run, name: str, spec: dict) -> dict:
     """One row of results/claims.csv: effect, interval, per-seed signs, validity and verdict of a claim."""
     row = dict.fromkeys(COLUMNS, "")
+    family, predicts, s = spec["family"], spec["predicts"], run.settings
+    margin = s["noninferiority_margin"] if predicts == "not_lower" else 0.0
     row.update(dataset=run.dataset, claim=name, paper=spec["paper"], statement=spec["statement"],
-               comparison=comparison(spec), effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_seeds=0,
+               comparison=comparison(spec), predicts=predicts, margin=margin, effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_seeds=0,
                confidence=run.settings["confidence"],
                seeds_agreeing=0, discrimination=np.nan, discrimination_low=np.nan, discrimination_high=np.nan)
 
@@ -167,8 +168,6 @@ def test_claim(run: Run, name: str, spec: dict) -> dict:
         row.update(verdict=UNTESTABLE, reason=reason)
         return row
 
-    family, predicts, s = spec["family"], spec["predicts"], run.settings
-    margin = s["noninferiority_margin"] if predicts == "not_lower" else 0.0
     groups = [g for g in (spec["a"], spec["b"]) if g]
     if run.table(family) is None:
         return untestable(f"family {family} not computed in this run (metrics.families)")
@@ -257,12 +256,12 @@ def compute(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 MARKERS = ("<!-- claims:start -->", "<!-- claims:end -->")
 
 
-def _num(x, fmt="{:+.3g}"):
-    return "—" if pd.isna(x) else fmt.format(x)
+def number(x) -> str:
+    return "—" if pd.isna(x) else f"{x:+.3g}"
 
 
-def _interval(r) -> str:
-    return "—" if pd.isna(r.ci_low) else f"[{r.ci_low:.3g}, {r.ci_high:.3g}]"
+def interval(low, high) -> str:
+    return "—" if pd.isna(low) else f"[{low:.3g}, {high:.3g}]"
 
 
 def counts(rows: pd.DataFrame) -> dict:
@@ -303,16 +302,12 @@ def markdown(claims: pd.DataFrame) -> str:
             seeds = f"{r.seeds_agreeing}/{r.n_seeds}" if r.n_seeds else "—"
             valid = r.validity or "—"
             if not pd.isna(r.discrimination):
-                valid += f" (oracle − chance {r.discrimination:+.3g} {_interval_of(r)})"
+                valid += f" (oracle − chance {r.discrimination:+.3g} {interval(r.discrimination_low, r.discrimination_high)})"
             verdict = f"**{r.verdict}**" + (f": {r.reason}" if r.reason else "")
-            lines.append(f"| {r.claim} ({r.paper}) | {r.statement} | {r.comparison} | {_num(r.effect)} {_interval(r)} "
+            lines.append(f"| {r.claim} ({r.paper}) | {r.statement} | {r.comparison} | {number(r.effect)} {interval(r.ci_low, r.ci_high)} "
                          f"| {seeds} | {valid} | {verdict} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def _interval_of(r) -> str:
-    return f"[{r.discrimination_low:.3g}, {r.discrimination_high:.3g}]"
 
 
 def terminal(claims: pd.DataFrame, width: int = 100) -> str:
@@ -325,7 +320,7 @@ def terminal(claims: pd.DataFrame, width: int = 100) -> str:
                   f"{'claim':<30}{'effect':>8}  {level:<20}{'seeds':>5}  {'verdict':<15} reason"]
         for r in rows.itertuples():
             seeds = f"{r.seeds_agreeing}/{r.n_seeds}" if r.n_seeds else "—"
-            line = (f"{r.claim:<30.30}{_num(r.effect):>8}  {_interval(r):<20.20}{seeds:>5}  {r.verdict:<15} "
+            line = (f"{r.claim:<30.30}{number(r.effect):>8}  {interval(r.ci_low, r.ci_high):<20.20}{seeds:>5}  {r.verdict:<15} "
                     f"{r.reason}").rstrip()
             lines.append(line if len(line) <= width else line[:width - 1] + "…")
         lines.append("")

@@ -252,3 +252,17 @@ def test_claims_without_a_table_is_one_line(tiny_project, capsys):
     code = main(["claims", "--out", "results/none.csv", "--config", json.dumps({})])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "results/none.csv" in err[0]
+
+
+def test_headline_summary_has_verdicts_effects_and_accuracies(project):
+    _write_models({("standard", s): a for s, a in enumerate((0.95, 0.93, 0.9))} |
+                  {("lap", s): a for s, a in enumerate((0.5, 0.88, 0.3))})
+    _write_family("deletion", _deletion(np.random.default_rng(5)))
+    cfg = {**project, "metrics": {**project["metrics"], "families": ["deletion"]}}
+    table, _ = claims.compute(cfg)
+    head = claims.headline(cfg, table)["shapes"]
+    assert sum(head["verdicts"].values()) == len(catalog.CLAIMS) == len(head["claims"])
+    assert head["claims"]["C.lap_vs_gradcam"]["verdict"] == "supported"  # on seed 1, the one LAP model that learned
+    assert head["claims"]["E.stability"] == {"effect": None, "verdict": claims.UNTESTABLE}
+    assert head["variants"]["lap"] == {"test_accuracy": round((0.5 + 0.88 + 0.3) / 3, 4),
+                                       "nocue_accuracy": round((0.5 + 0.88 + 0.3) / 3, 4), "models": 3, "learned": 1}
