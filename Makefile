@@ -1,7 +1,8 @@
 # Two commands do all the setup on a fresh machine:
 #   make reproduce   create .venv, install, run the whole default reproduction, build the report
 #   make test        create .venv, install with test extras, run the test suite
-# Other targets: figures (redraw from existing metrics), pull (fetch cached stages from the DVC
+# Other targets: figures (redraw from existing metrics), claims-docs (paste the run's claims table into
+# docs/results.md), pull (fetch cached stages from the DVC
 # remote and re-stamp them so Snakemake does not rerun), smoke (CI-sized run), lint,
 # bench (speed against floors and peers, cost growth: results/bench/{speed,growth}.csv, < 5 min),
 # cluster-test (as root, with slurm-wlm, munge, openssh-server installed: the smoke run on a throwaway
@@ -14,7 +15,7 @@ CORES  ?= all
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: reproduce test figures pull smoke lint bench clean-results cluster-test
+.PHONY: reproduce test figures pull smoke lint bench clean-results cluster-test claims-docs
 
 $(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,10 @@ test: $(VENV)/.installed
 
 figures: $(VENV)/.installed
 	snakemake --cores $(CORES) figures
+
+# The claims table of the last run (results/claims.csv) pasted between the claims markers of docs/results.md.
+claims-docs: $(VENV)/.installed
+	xaibench claims --into docs/results.md
 
 # Pulled files carry fresh timestamps and no Snakemake provenance. Once `dvc status` confirms they
 # are the results of this checkout's settings and code, every job is re-stamped in DAG order with

@@ -49,6 +49,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/measure.smk"
+include: "rules/claims.smk"
 include: "rules/figures.smk"
 
 

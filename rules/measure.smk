@@ -60,8 +60,10 @@ rule summary:
     input:
         [f for d in DATASETS for f in steps.units(config, d) + steps.metric_tables(config, d)],
         [steps.model_file(d, v, s, "summary.json") for d in DATASETS for v, s in steps.models(config)],
+        claims=str(paths.CLAIMS),
     output:
-        kept(str(paths.SUMMARY)),
+        headline=kept(str(paths.SUMMARY)),
+        detail=kept(str(paths.SUMMARY_DETAIL)),
     params:
         settings=spec("summary"),
     log:
@@ -69,4 +71,5 @@ rule summary:
     benchmark:
         str(paths.benchmark("summary"))
     shell:
-        "xaibench summary --config {params.settings:q} --out {output:q} > {log} 2>&1"
+        "xaibench summary --config {params.settings:q} --claims {input.claims:q} --out {output.headline:q}"
+        " --detail {output.detail:q} > {log} 2>&1"

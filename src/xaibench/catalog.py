@@ -176,8 +176,8 @@ def featviz_models(cfg: dict) -> list[tuple[str, int]]:
 
 def figures_for(cfg: dict) -> list[str]:
     """Figures this configuration can draw: those whose needs (families, explanations, generated
-    prototypes) are all computed and, where a figure names variants, one of them is trained."""
-    have = set(cfg["metrics"]["families"]) | {"explanations"} | ({"generated_images"} if featviz_models(cfg) else set())
+    prototypes, the claims table) are all computed and, where a figure names variants, one of them is trained."""
+    have = set(cfg["metrics"]["families"]) | {"explanations", "claims"} | ({"generated_images"} if featviz_models(cfg) else set())
     variants = set(cfg["train"]["variants"])
     return [name for name, spec in FIGURES.items()
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
@@ -261,6 +261,94 @@ FAMILIES = {
 }
 
 
+
+# The five papers' claims, each tested by `xaibench claims` (xaibench.claims; docs/claims.md). One entry per
+# claim, nothing else to edit: paper and source; the statement in one sentence; the family and metric
+# with the split, setting ("" = rows without one, "*" = every non-empty one, else that one) and levels
+# ("all" or "positive") filters; groups `a` and `b` as variant + method (method "model" for the
+# accuracy family; `b` None for a one-group quantity); `predicts`: "higher" / "lower" (a - b, and the
+# same as the metric's direction: a is better), "above_zero" (a alone) or "not_lower" (non-inferiority:
+# a - b > -claims.noninferiority_margin); `same_seeds`: compare only the seeds both groups have.
+def _claim(paper, source, statement, family, metric, a, b, predicts, split="test", setting="", levels="all",
+           same_seeds=False):
+    group = (lambda g: None if g is None else dict(zip(("variant", "method"), g)))
+    return {"paper": paper, "source": source, "statement": statement, "family": family, "metric": metric,
+            "split": split, "setting": setting, "levels": levels, "a": group(a), "b": group(b),
+            "predicts": predicts, "same_seeds": same_seeds}
+
+
+_E = "Crum et al. 2023 (paper E), measures (a) and (d); direction: "
+_C = "Ghavami Modegh et al. 2022 (paper C, arXiv 2201.11808 v1), abstract"
+_D = "Gur, Ali & Wolf 2021 (paper D, AAAI), abstract and its perturbation, segmentation and per-class tests"
+_A = "Sacha et al. 2024 (paper A, AAAI), abstract and benchmark (PGD outside the activation region)"
+_B = "Tagade & Rumbelow 2023 (paper B), abstract: natural activation paths (Spearman to the class mean)"
+CLAIMS = {
+    "E.entropy_hist": _claim(
+        "E", _E + "Piland et al. 2023 (arXiv 2303.00818), abstract",
+        "Grad-CAM maps of salience-guided (CYBORG) models have lower entropy (the reference's histogram form) "
+        "than those of cross-entropy models.",
+        "entropy", "histogram_entropy", ("salience", "gradcam"), ("standard", "gradcam"), "lower"),
+    "E.entropy_spatial": _claim(
+        "E", _E + "Piland et al. 2023 (arXiv 2303.00818), abstract",
+        "Grad-CAM maps of salience-guided models have lower spatial entropy than those of cross-entropy models.",
+        "entropy", "spatial_entropy", ("salience", "gradcam"), ("standard", "gradcam"), "lower"),
+    "E.stability": _claim(
+        "E", _E + "Boyd et al. 2024 (arXiv 2410.16190), abstract",
+        "Grad-CAM maps of salience-guided models are more alike across independent training runs "
+        "(cross-run SSIM) than those of cross-entropy models.",
+        "stability", "map_ssim", ("salience", "gradcam"), ("standard", "gradcam"), "higher", setting="*"),
+    "C.lap_keeps_accuracy": _claim(
+        "C", _C + " (\"while improving the model's performance\"; tested here as non-inferiority)",
+        "LAP models are not less accurate than standard models on the cue-free test images.",
+        "accuracy", "accuracy", ("lap", "model"), ("standard", "model"), "not_lower", split="nocue"),
+    "C.lap_vs_gradcam": _claim(
+        "C", _C + " (\"more faithful-to-the-model interpretations than ... white-box explainer methods\")",
+        "On LAP models, LAP's own map is more faithful than Grad-CAM (lower deletion AUC).",
+        "deletion", "deletion_auc", ("lap", "lap"), ("lap", "gradcam"), "lower"),
+    "C.lap_vs_attention_cam": _claim(
+        "C", _C + " (\"more faithful-to-the-model interpretations than ... white-box explainer methods\")",
+        "On LAP models, LAP's own map is more faithful than attention-weighted CAM (lower deletion AUC).",
+        "deletion", "deletion_auc", ("lap", "lap"), ("lap", "attention_cam"), "lower"),
+    "C.plugin_keeps_accuracy": _claim(
+        "C", "Ghavami Modegh et al. (paper C, arXiv 2201.11808 v5), abstract: pluggable into already trained CNNs",
+        "LAP plugged into a trained standard model and fine-tuned keeps that model's test accuracy.",
+        "accuracy", "accuracy", ("lap_plugin", "model"), ("standard", "model"), "not_lower", same_seeds=True),
+    "D.positive_perturbation": _claim(
+        "D", _D, "AGF's maps of the predicted class are more faithful than Grad-CAM's in the positive "
+        "perturbation test (lower AUC).",
+        "perturbation", "positive_auc", ("standard", "agf"), ("standard", "gradcam"), "lower", setting="predicted"),
+    "D.negative_perturbation": _claim(
+        "D", _D, "AGF's maps of the predicted class beat Grad-CAM's in the negative perturbation test (higher AUC).",
+        "perturbation", "negative_auc", ("standard", "agf"), ("standard", "gradcam"), "higher", setting="predicted"),
+    "D.segmentation_miou": _claim(
+        "D", _D, "AGF's maps segment the object better than Grad-CAM's (higher mIoU).",
+        "segmentation", "miou", ("standard", "agf"), ("standard", "gradcam"), "higher"),
+    "D.segmentation_map": _claim(
+        "D", _D, "AGF's maps segment the object better than Grad-CAM's (higher mAP).",
+        "segmentation", "map", ("standard", "agf"), ("standard", "gradcam"), "higher"),
+    "D.perclass": _claim(
+        "D", _D, "Explaining the second-ranked class of a two-object image, AGF puts more of its map on that "
+        "class's object than Grad-CAM does (no saliency bias).",
+        "perclass", "object_preference", ("standard", "agf"), ("standard", "gradcam"), "higher",
+        split="pairs", setting="second"),
+    **{f"A.attack_moves_{m}": _claim(
+        "A", _A, f"A perturbation outside a prototype's activation region changes the prototype's activation "
+        f"({m} above 0).", "misalignment", m, ("protopnet", "proto"), None, "above_zero", setting="pgd")
+       for m in ("PAC", "PRC", "PLC")},
+    **{f"A.compensation_lowers_{m}": _claim(
+        "A", _A, f"Training with the misalignment compensation lowers {m} under the same attack.",
+        "misalignment", m, ("protopnet_comp", "proto"), ("protopnet", "proto"), "lower", setting="pgd")
+       for m in ("PAC", "PRC", "PLC")},
+    "A.compensation_keeps_accuracy": _claim(
+        "A", _A, "Misalignment compensation costs little test accuracy (non-inferiority).",
+        "accuracy", "accuracy", ("protopnet_comp", "model"), ("protopnet", "model"), "not_lower"),
+    **{f"B.paths_vs_{other}": _claim(
+        "B", _B, f"Prototype generation's images have activations closer to the natural class mean (Spearman, "
+        f"over layers) than {label}'s.", "activations", "spearman", ("standard", "prototype"),
+        ("standard", other), "higher", setting="*")
+       for other, label in (("fourier_fv", "Fourier feature visualisation"), ("pixel_ascent", "pixel ascent"))},
+}
+
 # Headline measures of paper E: the rows of the salience summary table (figures/salience.py) and
 # the entries of results/summary.json for these families (metrics.summarize), so both apply the
 # same filters. setting: "" = rows without a setting, "*" = every non-empty setting, else that one;
@@ -290,7 +378,7 @@ SALIENCE_SUMMARY = [
      for mode in ("background", "object")]
 
 
-# Figure needs: metric families (their tidy tables) and/or "explanations"; an optional "variants"
+# Figure needs: metric families (their tidy tables), "explanations" and/or "claims"; an optional "variants"
 # list means the figure is drawn only when one of those training variants is configured; "table"
 # means it also writes results/tables/{dataset}/{name}.md and .csv; "cost" is its drawing time
 # relative to a plain chart (default 1, measured on the smoke run), so `figure_parts` can give the two
@@ -298,6 +386,12 @@ SALIENCE_SUMMARY = [
 # fail the learnability gate (and reads the accuracy table for that, `figure_reads`). Each figure's caption (what it shows, for the report) is
 # report/captions/{name}.rst.
 FIGURES = {
+    # The verdicts on CLAIMS (results/claims.csv); its table opens the report (report/workflow.rst).
+    "claims": {
+        "module": "xaibench.figures.claims",
+        "needs": ["claims"],
+        "table": True,
+    },
     "accuracy": {
         "module": "xaibench.figures",
         "needs": ["accuracy"],

@@ -18,7 +18,9 @@ EPILOG = """steps, in pipeline order:
   generate  write results/prototypes/{dataset}/{variant}/seed{seed}.npz + .png (paper B)
   measure   write per-image rows of one metric family for one model (or all seeds of a variant)
   aggregate combine per-model rows into the tidy results/metrics/{dataset}/{family}.csv
-  summary   headline numbers per dataset x variant into results/summary.json (DVC metrics)
+  claims    test every paper's claim: results/claims.csv (verdicts) and results/validity.csv
+  summary   headline numbers (verdicts, claim effects, accuracies) into results/summary.json (DVC
+            metrics) and every family's numbers into results/metrics_summary.json
   discrimination  print a family's oracle-minus-chance index per metric from per-image rows (not a rule)
   figures   draw results/figures/{dataset}/ from the tidy tables only
 
@@ -160,17 +162,40 @@ def cmd_discrimination(args, cfg):
         print(table.drop(columns="per_seed").round(4).to_string(index=False))
 
 
+def cmd_claims(args, cfg):
+    """Compute the claims table (--compute) or read it, print it; optionally paste it into a document."""
+    from pathlib import Path
+
+    from . import claims
+    from .io import atomic_path, read_table, save_csv
+    if args.compute:
+        table, checks = claims.compute(cfg)
+        save_csv(args.out, table)
+        save_csv(args.validity, checks)
+    else:
+        table = read_table(args.out)
+    print(claims.terminal(table), end="")
+    for path in map(Path, args.into or []):
+        text = claims.replace_block(path.read_text(), claims.markdown(table), str(path))
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        print(f"{path}: claims table updated")
+
+
 def cmd_summary(args, cfg):
+    from .claims import headline
+    from .io import read_table, save_json
     from .metrics import summarize
-    from .io import save_json
-    out = summarize(cfg)
-    save_json(args.out, out)
-    for dataset, variants in out.items():  # one warning line per model that fails the learnability gate
+    save_json(args.out, headline(cfg, read_table(args.claims)))
+    detail = summarize(cfg)
+    save_json(args.detail, detail)
+    for dataset, variants in detail.items():  # one warning line per model that fails the learnability gate
         for variant, node in variants.items():
             for seed, verdict in node.get("gate", {}).items():
                 if not verdict["passed"]:
                     print(f"warning: {dataset}/{variant}/{seed} fails the learnability gate: {verdict['reason']}")
-    print(f"{args.out}: headline metrics of {', '.join(cfg['datasets'])}")
+    print(f"{args.out}: verdicts and headline numbers; {args.detail}: every family's numbers "
+          f"({', '.join(cfg['datasets'])})")
 
 
 def cmd_figures(args, cfg):
@@ -263,8 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table to this CSV")
     p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("inputs", nargs="+", help="per-image .parquet files of that family written by `measure` or `aggregate`")
-    p = step("summary", cmd_summary, "headline numbers (mean and sd over seeds) as JSON for `dvc metrics show`")
+        p = step("claims", cmd_claims, "print the verdicts on the papers' claims (catalog.CLAIMS); with --compute, "
+             "test them first on the tidy tables and the models' summaries")
+    p.add_argument("--compute", action="store_true", help="compute the table (else read it from --out)")
+    p.add_argument("--out", default="results/claims.csv")
+    p.add_argument("--validity", default="results/validity.csv", help="with --compute: every test's validity")
+    p.add_argument("--into", action="append", help="a markdown file whose block between <!-- claims:start --> and "
+                   "<!-- claims:end --> gets the table (repeatable), e.g. docs/results.md")
+    p = step("summary", cmd_summary, "headline numbers as JSON for `dvc metrics show` (verdicts, claim effects, "
+             "accuracies) and every family's mean and sd over seeds in a second file")
     p.add_argument("--out", default="results/summary.json")
+    p.add_argument("--claims", default="results/claims.csv", help="the claims table it reads")
+    p.add_argument("--detail", default="results/metrics_summary.json")
     p = step("figures", cmd_figures, "draw figures of a dataset from its tidy tables (never touches a model)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--only", action="append", choices=list(catalog.FIGURES),

@@ -9,7 +9,10 @@ from pathlib import Path
 DATA = Path("data/prepared")
 RUNS = Path("runs")
 RESULTS = Path("results")
-SUMMARY = RESULTS / "summary.json"
+SUMMARY = RESULTS / "summary.json"  # headline numbers (dvc metrics show)
+SUMMARY_DETAIL = RESULTS / "metrics_summary.json"  # every family's numbers
+CLAIMS = RESULTS / "claims.csv"  # verdicts on the papers' claims
+VALIDITY = RESULTS / "validity.csv"  # every test's validity (oracle - chance, trivial maps)
 # `make bench` (speed.csv, growth.csv, speed.png): outside every DVC stage's outputs, so a benchmark
 # leaves `dvc status` clean.
 BENCH = RESULTS / "bench"

@@ -150,6 +150,9 @@ def keys(step: str, cfg: dict, *, dataset: str | None = None, variant: str | Non
         return out
     if step in ("aggregate", "discrimination"):  # read per-image rows and the catalog only
         return []
+    if step == "claims":
+        return ["datasets", "claims", "gate", "metrics.families", "train.variants",
+                *sorted({k for v in catalog.VARIANTS for k in seed_keys(v)})]
     if step == "summary":
         return ["datasets", "metrics.families", "train.variants", "gate",
                 *sorted({k for v in catalog.VARIANTS for k in seed_keys(v)})]
@@ -262,9 +265,18 @@ def figure_inputs(cfg: dict, dataset: str, names: list[str]) -> list[str]:
                   for v, s in models(cfg) for m in catalog.methods_for(cfg["explain"], v)]
     if "generated_images" in needs:
         files += [str(paths.prototypes(dataset, v, s)) for v, s in catalog.featviz_models(cfg)]
+    if "claims" in needs:
+        files.append(str(paths.CLAIMS))
     files += [model_file(dataset, v, seeds(cfg, v)[0]) for name in names
               for v in catalog.FIGURES[name].get("variants", []) if v in cfg["train"]["variants"]]
     return sorted(set(files))
+
+
+def claims_inputs(cfg: dict) -> list[str]:
+    """What the claims step reads: every family's per-image rows, every model's summary, the data's meta."""
+    return ([str(paths.metric_table(d, f, "parquet")) for d in cfg["datasets"] for f in cfg["metrics"]["families"]]
+            + [model_file(d, v, s, "summary.json") for d in cfg["datasets"] for v, s in models(cfg)]
+            + [str(paths.prepared(d) / "meta.json") for d in cfg["datasets"]])
 
 
 def figure_files(cfg: dict, dataset: str, names: list[str]) -> dict[str, list[str]]:
@@ -287,6 +299,7 @@ def phase_files(cfg: dict) -> dict[str, list[str]]:
                     for m in catalog.methods_for(cfg["explain"], v) for sp in cfg["explain"]["splits"]],
         "generate": [str(paths.prototypes(d, v, s, ext)) for d in datasets for v, s in catalog.featviz_models(cfg)
                      for ext in ("npz", "png")],
-        "measure": [f for d in datasets for f in units(cfg, d) + metric_tables(cfg, d)] + [str(paths.SUMMARY)],
+        "measure": [f for d in datasets for f in units(cfg, d) + metric_tables(cfg, d)]
+                   + [str(p) for p in (paths.CLAIMS, paths.VALIDITY, paths.SUMMARY, paths.SUMMARY_DETAIL)],
         "figures": [f for d in datasets for files in figure_files(cfg, d, figures).values() for f in files],
     }

@@ -1,7 +1,8 @@
 """Extending the suite as a contributor would: one new module plus one catalog line per extension.
 
 A scratch copy of the project gets a toy training variant, a toy explainer and a toy metric family,
-each written as a new module and registered by one line in `xaibench.catalog`; nothing else in the
+each written as a new module and registered by one line in `xaibench.catalog`, and a claim about them
+(one `CLAIMS` line); nothing else in the
 copy is edited (the settings overlay only selects them). The real workflow then runs them through
 Snakemake, and their rows must be in the tidy tables, the figures and the report tables.
 """
@@ -59,6 +60,8 @@ CATALOG_LINES = {
     "EXPLAINERS = {\n": '    "brightness": {"module": "xaibench.explain.brightness", "options": {"gamma": 1.0}},\n',
     "FAMILIES = {\n": '    "peakiness": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.peakiness",'
                       ' "metrics": {"peak_share": "none"}},\n',
+    "CLAIMS = {\n": '    "T.toy_mass": _claim("E", "toy", "Brightness maps put more mass in the mask than Grad-CAM.",'
+                     ' "localization", "relevance_mass", ("toy", "brightness"), ("toy", "gradcam"), "higher"),\n',
 }
 
 
@@ -91,6 +94,8 @@ def test_toy_variant_explainer_and_family_run_through_the_workflow(tmp_path):
     # a variant named outside the built-in palette is drawn like any other (figures and the report)
     assert (root / "results/figures/shapes/accuracy.png").is_file() and (root / "results/figures/shapes/gallery.png").is_file()
     assert "toy" in (root / "results/tables/shapes/localization.md").read_text()
+    claims = pd.read_csv(root / "results/claims.csv", keep_default_na=False)  # the added claim has its row
+    assert "T.toy_mass" in set(claims.claim) and "toy/brightness" in claims.set_index("claim").comparison["T.toy_mass"]
 
 
 def test_unknown_option_of_an_explainer_is_refused_naming_the_key(tmp_path):
