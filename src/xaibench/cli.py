@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table to this CSV")
     p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("inputs", nargs="+", help="per-image .parquet files of that family written by `measure` or `aggregate`")
-        p = step("claims", cmd_claims, "print the verdicts on the papers' claims (catalog.CLAIMS); with --compute, "
+    p = step("claims", cmd_claims, "print the verdicts on the papers' claims (catalog.CLAIMS); with --compute, "
              "test them first on the tidy tables and the models' summaries")
     p.add_argument("--compute", action="store_true", help="compute the table (else read it from --out)")
     p.add_argument("--out", default="results/claims.csv")
