@@ -51,7 +51,8 @@ class Run:
     @cache
     def gate(self, variant: str, seed: int) -> tuple[bool, str]:
         summary = load_json(paths.model_dir(self.dataset, variant, seed) / "summary.json")
-        return learned(summary, self.cfg)
+        passed, reason = learned({"variant": variant, **summary}, self.cfg)
+        return passed, f"{variant} seed {seed}: {reason}"
 
     def __hash__(self):
         return id(self)

@@ -18,11 +18,9 @@ from . import catalog, paths
 STEPS = ("prepare", "train", "explain", "generate", "measure", "aggregate", "summary", "figures", "discrimination")
 
 
-class UndeclaredSetting(KeyError):
-    """A step read a settings key its spec (`keys`) does not declare."""
-
-    def __str__(self):
-        return self.args[0]
+class UndeclaredSetting(RuntimeError):
+    """A step read a settings key its spec (`keys`) does not declare (not a KeyError: code that
+    handles a missing key must never swallow it)."""
 
 
 class Settings(dict):

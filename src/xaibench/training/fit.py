@@ -177,7 +177,8 @@ def budget(tcfg: dict, variant: str) -> dict:
     """How long and how fast `variant` trains in `fit.train`: train.{epochs, lr}, unless its own
     settings block sets them (LAP's budget is calibrated on its own, train.lap), with its warm-up
     epochs and whether to keep the epoch of best validation accuracy (default: none, the last)."""
-    own = tcfg.get(catalog.VARIANTS[variant].get("settings") or "", {})
+    block = catalog.VARIANTS[variant].get("settings")
+    own = tcfg[block] if block else {}
     return {"epochs": own.get("epochs", tcfg["epochs"]), "lr": own.get("lr", tcfg["lr"]),
             "warmup_epochs": own.get("warmup_epochs", 0), "keep_best": own.get("keep_best", False)}
 
@@ -271,7 +272,7 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     mcfg = model_config(cfg, meta, variant, seed)
     spec, plan = VARIANTS.get(variant), budget(tcfg, variant)
     block = catalog.VARIANTS[variant].get("settings")
-    own = tcfg.get(block or "", {})
+    own = tcfg[block] if block else {}
     lr_key = f"train.{block}.lr" if "lr" in own else "train.lr"
 
     torch.manual_seed(seed)
