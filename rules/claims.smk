@@ -4,20 +4,19 @@
 
 rule claims:
     input:
-        tables=[str(paths.metric_table(d, f, "parquet")) for d in DATASETS for f in FAMILIES],
-        models=[str(paths.model_dir(d, v, s) / "summary.json") for d in DATASETS for v, s in models()],
+        tables=[f for d in DATASETS for f in steps.metric_tables(config, d) if f.endswith(".parquet")],
+        models=[steps.model_file(d, v, s, "summary.json") for d in DATASETS for v, s in steps.models(config)],
         meta=[str(paths.prepared(d) / "meta.json") for d in DATASETS],
     output:
-        claims="results/claims.csv",
-        validity="results/validity.csv",
+        claims=kept(str(paths.CLAIMS)),
+        validity=kept(str(paths.VALIDITY)),
     params:
-        settings=as_json(datasets=DATASETS, claims=config["claims"], gate=config["gate"],
-                         metrics={"families": FAMILIES}, train={"variants": VARIANTS, "seeds": SEEDS, **variant_seeds()}),
-        registry=as_json(**catalog.CLAIMS),  # not passed: a changed or added claim reruns the job
+        settings=spec("claims"),
+        registry=steps.as_json(catalog.CLAIMS),  # not passed: a changed or added claim reruns the job
     log:
-        "results/logs/claims.log",
+        str(paths.log("claims")),
     benchmark:
-        "results/benchmarks/claims.tsv"
+        str(paths.benchmark("claims"))
     shell:
         "xaibench claims --compute --out {output.claims:q} --validity {output.validity:q}"
         " --config {params.settings:q} > {log} 2>&1"

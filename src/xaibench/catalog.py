@@ -9,15 +9,20 @@ family or figure = one new module + one entry here (docs/architecture.md, "How t
 Variant entries: `settings` is the variant's own block under `train` (part of its model config);
 `provides` lists capabilities explainers may need (`linear_head`: the `Classifier` features → GAP →
 linear form CAM reads; `plain_layers`: only the torch layers AGF's rule table propagates through; `lap`:
-LAP attention; `prototypes`: a prototype layer); `source` names the
+LAP attention; `prototype_layer`: a ProtoPNet prototype layer); `source` names the
 variant whose trained model it starts from (trained first, same seed); `seeds` is a key path under
 `train` restricting the variant to some seeds.
 Explainer entries: `needs` is a capability a model must provide (the explainer applies only there).
 Family scope: `model` runs once per trained model (dataset × variant × seed); `variant` runs once
 per variant with every seed's outputs at hand (e.g. cross-run stability).
-Family needs: `models` (checkpoints), `explanations` (maps of every method × split), `prototypes`
+Family needs: `models` (checkpoints), `explanations` (maps of every method × split), `generated_images`
 (paper B's generated images, results/prototypes/; only for the models `featviz_models` selects);
 `applies_to` names a capability the variant must provide (else the family writes no rows for it).
+Family maps: the preprocessing a map-scoring family applies to every map before scoring it (the
+Quantus `general_preprocess` step, declared once): `positive` = the positive part (the evidence for
+the explained class: mass, entropy and similarity measures are defined for non-negative salience, so
+signed explainers such as gxi and agf are scored on it), `signed` = as the explainer gave it (rankings
+and thresholds that use the sign: deletion, paper D's tests, whose own settings choose).
 Family metrics: metric name -> score direction, "higher" or "lower" is better, or "none" where the
 measure describes rather than ranks (figures and tables take arrows and sort orders from it).
 """
@@ -32,37 +37,68 @@ DATASETS = {
     "cub": {"module": "xaibench.data.cub"},  # CUB-200-2011 as distributed, cropped to bird boxes (paper A)
 }
 
+# strides: input side from which a total stride applies -> that stride (the feature map of the last
+# block is image_size // stride a side; the ResNets keep the ImageNet stem from 128 px only).
 ARCHITECTURES = {
-    "small_cnn": {"module": "xaibench.models"},
-    "resnet18": {"module": "xaibench.models"},
-    "resnet34": {"module": "xaibench.models"},
+    "small_cnn": {"module": "xaibench.models", "strides": {0: 8}},
+    "resnet18": {"module": "xaibench.models", "strides": {0: 8, 128: 32}},
+    "resnet34": {"module": "xaibench.models", "strides": {0: 8, 128: 32}},
 }
+
+
+def native_side(arch: str, image_size: int) -> int:
+    """Side of the last feature map (the native grid of CAM-like maps) of `arch` at `image_size`."""
+    strides = ARCHITECTURES[arch]["strides"]
+    return image_size // strides[max(k for k in strides if k <= image_size)]
 
 VARIANTS = {
     "standard": {"module": "xaibench.training.variants", "provides": ["linear_head", "plain_layers"]},
-    "salience": {"module": "xaibench.training.variants", "settings": "salience", "provides": ["linear_head", "plain_layers"]},
+    "salience": {"module": "xaibench.training.variants", "settings": "cyborg", "provides": ["linear_head", "plain_layers"]},
     "lap": {"module": "xaibench.training.variants", "settings": "lap", "provides": ["lap", "linear_head"]},
     "lap_plugin": {"module": "xaibench.training.plugin", "settings": "lap", "provides": ["lap", "linear_head"],
                    "source": "standard", "seeds": "lap.plugin.seeds"},
-    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+    "protopnet": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototype_layer"],
                   "source": "standard",
                   "seeds": "protopnet.seeds"},
-    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototypes"],
+    "protopnet_comp": {"module": "xaibench.training.protopnet", "settings": "protopnet", "provides": ["prototype_layer"],
                        "source": "standard",
                        "seeds": "protopnet.seeds"},
 }
 
+# Explainer `options`: every keyword option with its default (what `explain.options.{name}` may set;
+# checked by name and type before any job runs; tests/unit/test_contracts.py holds them equal to the
+# functions' signatures).
 EXPLAINERS = {
-    "gradcam": {"module": "xaibench.explain"},
-    "cam": {"module": "xaibench.explain", "needs": "linear_head"},
-    "lap": {"module": "xaibench.explain.lap", "needs": "lap"},
-    "attention_cam": {"module": "xaibench.explain.lap", "needs": "lap"},
-    "gradient": {"module": "xaibench.explain.attribution"},
-    "gxi": {"module": "xaibench.explain.attribution"},
-    "ig": {"module": "xaibench.explain.attribution"},
-    "smoothgrad": {"module": "xaibench.explain.attribution"},
-    "agf": {"module": "xaibench.explain.agf", "needs": "plain_layers"},
-    "proto": {"module": "xaibench.explain.prototypes", "needs": "prototypes"},
+    "gradcam": {"module": "xaibench.explain", "options": {}},
+    "cam": {"module": "xaibench.explain", "needs": "linear_head", "options": {}},
+    "lap": {"module": "xaibench.explain.lap", "needs": "lap", "options": {"combine": "cascade", "value": "attention"}},
+    "attention_cam": {"module": "xaibench.explain.lap", "needs": "lap", "options": {}},
+    "gradient": {"module": "xaibench.explain.attribution", "options": {"reduce": "abs_sum"}},
+    "gxi": {"module": "xaibench.explain.attribution", "options": {"reduce": "sum"}},
+    "ig": {"module": "xaibench.explain.attribution",
+           "options": {"steps": 100, "baseline": "mean", "method": "riemann_trapezoid", "reduce": "abs_sum",
+                       "internal_batch_size": 64}},
+    "smoothgrad": {"module": "xaibench.explain.attribution",
+                   "options": {"samples": 50, "noise": 0.15, "seed": 0, "reduce": "abs_sum", "internal_batch_size": 64}},
+    "agf": {"module": "xaibench.explain.agf", "needs": "plain_layers",
+            "options": {"seed": "gaussian", "no_fx": False, "no_m": False, "no_fdx": False, "no_a": False,
+                        "no_reg": False, "gradcam": False, "flat": False, "block_flat": True, "zb_channels": 3,
+                        "heaviside_slope": 10.0, "ridge": 1.0, "eps": 1e-9, "normalise": "max", "precision": "float64"}},
+    "proto": {"module": "xaibench.explain.prototypes", "needs": "prototype_layer",
+              "options": {"prototype": "class_top", "upsample": True}},
+}
+
+# Paper B's image generators (featviz.methods), options as for explainers (featviz.options.{name}).
+_TRANSFORMS = {"transform": True, "jitters": [0.0625, 0.03125],
+               "scales": [0.9, 0.92, 0.94, 0.96, 0.98, 1.0, 1.02, 1.04, 1.06, 1.08, 1.1],
+               "angles": [*range(-10, 11), 0, 0, 0, 0, 0]}
+FEATVIZ = {
+    "prototype": {"module": "xaibench.featviz.methods",
+                  "options": {"steps": 1500, "lr": 0.05, "hf_weight": 1.0, "hf_norm": "l1", **_TRANSFORMS,
+                              "use_baseline": True, "baseline_steps": 200, "baseline_lr": 0.01, "baseline_init": 0.0}},
+    "fourier_fv": {"module": "xaibench.featviz.methods",
+                   "options": {"steps": 512, "lr": 0.05, "sd": 0.01, "decay_power": 1.0, "decorrelate": True, **_TRANSFORMS}},
+    "pixel_ascent": {"module": "xaibench.featviz.methods", "options": {"steps": 512, "lr": 0.05, "sd": 0.01}},
 }
 
 
@@ -77,10 +113,23 @@ def methods_for(explain: dict, variant: str) -> list[str]:
 
 def scores(cfg: dict, family: str, variant: str) -> bool:
     """Whether `family` has rows for `variant`: the variant provides the capability the family
-    needs (`applies_to`, e.g. `prototypes`) and `metrics.variants.{family}`, if set, lists it."""
+    needs (`applies_to`, e.g. `prototype_layer`), `metrics.variants.{family}`, if set, lists it, and a
+    family spanning seeds (scope `variant`, e.g. stability) has at least two of the variant's seeds
+    to compare. The one place that decides it: measure jobs, the DAG and the CLI all ask here."""
+    return not why_not_scored(cfg, family, variant)
+
+
+def why_not_scored(cfg: dict, family: str, variant: str) -> str:
+    """Why `family` has no rows for `variant` ('' when it has)."""
     needed = FAMILIES[family].get("applies_to")
-    only = cfg["metrics"].get("variants", {}).get(family)
-    return (not needed or needed in VARIANTS[variant].get("provides", [])) and (only is None or variant in only)
+    only = cfg["metrics"]["variants"].get(family)
+    if needed and needed not in VARIANTS[variant].get("provides", []):
+        return f"{family} applies to models with {needed}; {variant} has none"
+    if only is not None and variant not in only:
+        return f"metrics.variants.{family} does not list {variant}"
+    if FAMILIES[family]["scope"] == "variant" and len(seeds_for(cfg, variant)) < 2:
+        return f"{family} compares training runs; {variant} is trained for seeds {seeds_for(cfg, variant)} only"
+    return ""
 
 
 def seed_list(train: dict, variant: str) -> list[int] | None:
@@ -126,7 +175,7 @@ def featviz_models(cfg: dict) -> list[tuple[str, int]]:
 def figures_for(cfg: dict) -> list[str]:
     """Figures this configuration can draw: those whose needs (families, explanations, generated
     prototypes, the claims table) are all computed and, where a figure names variants, one of them is trained."""
-    have = set(cfg["metrics"]["families"]) | {"explanations", "claims"} | ({"prototypes"} if featviz_models(cfg) else set())
+    have = set(cfg["metrics"]["families"]) | {"explanations", "claims"} | ({"generated_images"} if featviz_models(cfg) else set())
     variants = set(cfg["train"]["variants"])
     return [name for name, spec in FIGURES.items()
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
@@ -158,45 +207,46 @@ FAMILIES = {
     "accuracy": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.accuracy",
                  "metrics": {"accuracy": "higher", "follows_cue": "lower", "cue_changes_prediction": "lower",
                              "max_softmax": "none"}},
-    "localization": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.localization",
+    "localization": {"scope": "model", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.localization",
                      "metrics": {"pointing_game": "higher", "relevance_mass": "higher", "pixel_ap": "higher",
                                  "mass_on_target_object": "higher", "mass_on_other_object": "lower",
                                  # relevance on the cue patch: high is faithful for a cue-following model
                                  "cue_mass": "none"}},
-    "entropy": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.salience",
+    "entropy": {"scope": "model", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.salience",
                 "metrics": {"spatial_entropy": "lower", "histogram_entropy": "lower"}},
-    "noise": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "noise": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
               "metrics": {"map_ssim": "none", "spatial_entropy": "none", "histogram_entropy": "none",
                           "score": "none", "prediction_changed": "none", "max_softmax": "lower"}},
-    "equivariance": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "equivariance": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
                      "metrics": {"map_ssim": "higher", "map_spearman": "higher", "prediction_changed": "lower"}},
-    "stability": {"scope": "variant", "needs": ["explanations"], "module": "xaibench.metrics.salience",
+    # min_native_side: the SSIM window needs maps at least this big (at metrics.salience.resolution: native)
+    "stability": {"scope": "variant", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.salience", "min_native_side": 3,
                   "metrics": {"map_ssim": "higher", "map_spearman": "higher"}},
-    "degradation": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "degradation": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
                     "metrics": {"score": "none", "accuracy": "none", "map_ssim": "none"}},
-    "deletion": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
+    "deletion": {"scope": "model", "maps": "signed", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
     "misalignment": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.misalignment",
-                     "applies_to": "prototypes",
+                     "applies_to": "prototype_layer",
                      "metrics": {"PAC": "lower", "PRC": "lower", "PLC": "lower", "AC": "lower",
                                  "accuracy_before": "higher", "accuracy_after": "higher"}},
     # Paper B: activation paths of generated images (featviz methods) and of natural images
     # (method "natural", leave-one-out) against their class mean; cue strength of generated images.
     # Rows only for the models selected in `featviz` (variants × seeds); others write none.
-    "activations": {"scope": "model", "needs": ["models", "prototypes"], "module": "xaibench.metrics.activations",
+    "activations": {"scope": "model", "needs": ["models", "generated_images"], "module": "xaibench.metrics.activations",
                     "metrics": {"spearman": "higher", "l1": "lower", "share_spearman": "higher", "share_l1": "higher",
                                 "classified": "higher", "cue_colour_strength": "none",
                                 "cue_colour_strength_image": "none", "cue_logit_drop": "none"}},
     # paper D (AGF): on the models AGF applies to (plain layers), beside its baselines
-    "perturbation": {"scope": "model", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
+    "perturbation": {"scope": "model", "maps": "signed", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
                      "applies_to": "plain_layers",
                      "metrics": {"positive_auc": "lower", "negative_auc": "higher",
                                  "positive_accuracy": "none", "negative_accuracy": "none"}},
-    "segmentation": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.segmentation",
+    "segmentation": {"scope": "model", "maps": "signed", "needs": ["explanations"], "module": "xaibench.metrics.segmentation",
                      "applies_to": "plain_layers",
                      "metrics": {"pixel_accuracy": "higher", "miou": "higher", "map": "higher", "map_continuous": "higher"}},
-    "perclass": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.perclass",
+    "perclass": {"scope": "model", "maps": "positive", "needs": ["models"], "module": "xaibench.metrics.perclass",
                  "applies_to": "plain_layers",
                  "metrics": {"mass_on_explained": "higher", "mass_on_other": "lower", "object_preference": "higher"}},
 }
@@ -394,16 +444,16 @@ FIGURES = {
         "needs": ["misalignment"],
         "table": True,
     },
-    "prototypes": {
+    "protopnet_gallery": {
         "module": "xaibench.figures.protopnet",
         "cost": 4,
         "needs": [],
         "variants": ["protopnet", "protopnet_comp"],
     },
-    # Paper B. "prototypes": the generated images of the models selected in `featviz`.
+    # Paper B. "generated_images": the images featviz generated for the models it selects.
     "prototypes_grid": {
         "module": "xaibench.figures.prototypes",
-        "needs": ["prototypes"],
+        "needs": ["generated_images"],
     },
     "activation_paths": {
         "module": "xaibench.figures.prototypes",

@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from . import catalog, config, paths
+from . import catalog, config, paths, steps
 
 EPILOG = """steps, in pipeline order:
   prepare   write data/prepared/{dataset}/{split}.npz + meta.json
@@ -36,10 +36,25 @@ def _settings(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args) -> dict:
-    cfg = config.from_json(args.config) if args.config else config.load(args.params, args.preset)
+    """The step's settings slice (its spec, xaibench/steps.py): from the rule's --config JSON, or from
+    params.yaml (+ presets) by hand; the same slice and seeds either way."""
+    if args.config:  # a rule's job: Snakemake already runs it in the run's folder
+        cfg = config.from_json(args.config)
+    else:
+        cfg = config.load(args.params, args.preset)
+        if cfg["run"] != "default":  # by hand with a named run's preset: work where its jobs work
+            import os
+            paths.run_dir(cfg["run"]).mkdir(parents=True, exist_ok=True)
+            os.chdir(paths.run_dir(cfg["run"]))
+            cfg = config.rebase_inputs(cfg, paths.run_dir(cfg["run"]))
     if args.device:
         cfg["device"] = args.device
-    return cfg
+    job = {k: getattr(args, k) for k in ("dataset", "variant", "seed", "family", "method")
+           if getattr(args, k, None) is not None}
+    job = {{"family": "families", "method": "methods"}.get(k, k): v for k, v in job.items()}
+    if args.command == "measure" and job.get("seed", -1) < 0:
+        job.pop("seed", None)
+    return steps.settings(args.command, cfg, **job)
 
 
 def cmd_prepare(args, cfg):
@@ -94,7 +109,11 @@ def cmd_measure(args, cfg):
     if len(scopes) > 1:
         raise ValueError(f"families {args.family} mix scopes {sorted(scopes)}; measure them in separate calls")
     per_model = scopes == {"model"}
-    seeds = [args.seed] if per_model else cfg["train"]["seeds"]
+    if not per_model:  # the DAG runs a family spanning seeds only where it scores the variant
+        reason = catalog.why_not_scored(cfg, args.family[0], args.variant)
+        if reason:
+            raise ValueError(f"{reason}; nothing to measure")
+    seeds = [args.seed] if per_model else steps.seeds(cfg, args.variant)
     ctx = metrics.Context(cfg, args.dataset, args.variant, seeds, resolve_device(cfg["device"]))
     unit = f"seed{args.seed}" if per_model else "seeds"
     for family in args.family:
@@ -106,21 +125,23 @@ def cmd_measure(args, cfg):
 
 
 def cmd_aggregate(args, cfg):
-    """Combine per-model rows into one tidy table per family (the family is read off each path)."""
+    """Combine per-model rows into one tidy table per family (the family is read off each path); a
+    family without rows (e.g. stability when no variant has two seeds) gets an empty table."""
     from collections import defaultdict
     from pathlib import Path
 
     import pandas as pd
 
     from .io import atomic_path, read_table, save_csv
-    from .tidy import aggregate
+    from .tidy import COLUMNS, aggregate
     by_family = defaultdict(list)
     for path in map(Path, args.inputs):
         by_family[path.parent.parent.name].append(read_table(path))
-    for family, frames in sorted(by_family.items()):
-        save_csv(paths.metric_table(args.dataset, family), aggregate(frames))
+    for family in sorted(set(args.family or []) | set(by_family)):
+        frames = by_family.get(family, [])
+        save_csv(paths.metric_table(args.dataset, family), aggregate(frames) if frames else pd.DataFrame(columns=COLUMNS))
         with atomic_path(paths.metric_table(args.dataset, family, "parquet")) as tmp:
-            pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+            (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)).to_parquet(tmp, index=False)
         print(f"{paths.metric_table(args.dataset, family)}: {sum(map(len, frames))} per-image rows")
 
 
@@ -234,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=-1, help="model seed (ignored by families that span seeds)")
     p = step("aggregate", cmd_aggregate, "combine per-model metric rows into one tidy table per family")
     p.add_argument("--dataset", required=True)
-    p.add_argument("inputs", nargs="+", help="per-model .parquet files written by `measure` "
+    p.add_argument("--family", action="append", choices=list(catalog.FAMILIES),
+                   help="family whose table to write even without rows (repeatable)")
+    p.add_argument("inputs", nargs="*", help="per-model .parquet files written by `measure` "
                    "(results/metrics/{dataset}/{family}/{variant}/{unit}.parquet)")
     p = step("claims", cmd_claims, "print the verdicts on the papers' claims (catalog.CLAIMS); with --compute, "
              "test them first on the tidy tables and the models' summaries")

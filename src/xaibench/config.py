@@ -45,6 +45,7 @@ CATALOG_ENUMS = {
     ("explain", "methods"): "EXPLAINERS",
     ("metrics", "families"): "FAMILIES",
     ("featviz", "variants"): "VARIANTS",
+    ("featviz", "methods"): "FEATVIZ",
 }
 
 
@@ -84,6 +85,7 @@ def validate(cfg: dict, relations: bool = True) -> dict:
     """
     if not isinstance(cfg, dict):
         raise ConfigError(f"settings must be a mapping of sections, got {type(cfg).__name__}")
+    _rename_deprecated(cfg)
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_describe(errors[0]))
@@ -91,6 +93,25 @@ def validate(cfg: dict, relations: bool = True) -> dict:
     if relations:
         _check_relations(cfg)
     return cfg
+
+
+# Renamed settings: old key path -> new one. The old name keeps working for one release, with a note.
+RENAMED = {"train.salience": "train.cyborg"}  # the CYBORG loss block (metrics.salience is paper E's measures)
+
+
+def _rename_deprecated(cfg: dict) -> None:
+    import sys
+    for old, new in RENAMED.items():
+        (*parents, last), new_last = old.split("."), new.split(".")[-1]
+        node = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            if new_last in node:
+                raise ConfigError(f"{old} and {new} are both set; {old} is the old name of {new}: keep one")
+            node[new_last] = node.pop(last)
+            print(f"xaibench: note: setting {old} is now called {new}; the old name works until the next release",
+                  file=sys.stderr)
 
 
 def _check_numbers(node, path: str = "") -> None:
@@ -152,7 +173,75 @@ def _check_relations(cfg: dict) -> None:
     if missing:
         raise ConfigError(f"featviz.seeds: {missing} not in train.seeds {cfg['train']['seeds']}; "
                           "prototypes are generated only for trained models")
+    _check_runnable(cfg, catalog)
     return cfg
+
+
+def _check_runnable(cfg: dict, catalog) -> None:
+    """What a step would refuse only when its job runs, refused here, before any job (and any output) is
+    touched: repeated names, explainer options by name and type, families that cannot run on these
+    map sizes or seeds, a device that is not there."""
+    _check_repeats(cfg)
+    for method, options in cfg["explain"]["options"].items():
+        if "options" in catalog.EXPLAINERS[method]:  # an entry without it is checked when its job runs
+            _check_options(f"explain.options.{method}", options, catalog.EXPLAINERS[method]["options"])
+    side = catalog.native_side(cfg["train"]["arch"], cfg["data"]["image_size"])
+    for family in cfg["metrics"]["families"]:
+        need = catalog.FAMILIES[family].get("min_native_side", 0)
+        if side < need and cfg["metrics"]["salience"]["resolution"] == "native":
+            raise ConfigError(f"metrics.families: {family} needs maps of at least {need}x{need}, but {cfg['train']['arch']} "
+                              f"at data.image_size {cfg['data']['image_size']} gives {side}x{side}; use a larger image_size, "
+                              "metrics.salience.resolution: input, or drop the family")
+    device = cfg["device"]
+    if device.startswith(("cuda", "mps")):
+        import torch  # only when a device other than the CPU is asked for (the no-op run stays fast)
+        ok = torch.backends.mps.is_available() if device == "mps" else (
+            torch.cuda.is_available() and int(device.partition(":")[2] or 0) < torch.cuda.device_count())
+        if not ok:
+            raise ConfigError(f"device: '{device}' requested but not available on this machine (use device: auto)")
+
+
+def _check_options(key: str, options: dict, defaults: dict) -> None:
+    """Each option must be one the method takes, of its default's type (numbers: int for int defaults)."""
+    for name, value in options.items():
+        if name not in defaults:
+            raise ConfigError(f"{key}.{name}: not an option; choose from: {', '.join(defaults) or '(none)'}")
+        want = defaults[name]
+        kind, what = ((bool, "true or false") if isinstance(want, bool) else (int, "an integer") if isinstance(want, int)
+                      else ((int, float), "a number") if isinstance(want, float) else (type(want), f"a {type(want).__name__}"))
+        if isinstance(value, bool) != isinstance(want, bool) or not isinstance(value, kind):
+            raise ConfigError(f"{key}.{name}: {value!r} should be {what} (default {want!r})")
+
+
+def _check_repeats(node, path: str = "") -> None:
+    """Lists of names and seeds must not repeat an entry (it would run or count a thing twice)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_repeats(value, f"{path}{key}.")
+    elif isinstance(node, list) and (all(isinstance(v, str) for v in node) or path.endswith("seeds.")):
+        repeated = sorted({v for v in node if node.count(v) > 1}, key=str)
+        if repeated:
+            raise ConfigError(f"{path.rstrip('.')}: {repeated} listed more than once")
+
+
+# Settings that name files the user provides (read, never written by the pipeline).
+INPUT_PATHS = ("data.folder.root", "data.folder.masks", "data.cub.root", "train.pretrained")
+
+
+def rebase_inputs(cfg: dict, run_dir: Path) -> dict:
+    """`cfg` with relative input paths made relative to `run_dir`, the folder a named run works in
+    (runs/<run>/), so `data/raw/cub` still names the project's data/raw/cub from there."""
+    up = Path(*[".."] * len(Path(run_dir).parts))
+    out = copy.deepcopy(cfg)
+    for key in INPUT_PATHS:
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part, {})
+        value = node.get(last)
+        if isinstance(value, str) and not Path(value).is_absolute() and up.parts:
+            node[last] = str(up / value)
+    return out
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:

@@ -7,7 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 DATA = Path("data/prepared")
+RUNS = Path("runs")
 RESULTS = Path("results")
+SUMMARY = RESULTS / "summary.json"
+METRICS_SUMMARY = RESULTS / "metrics_summary.json"  # every family's numbers (the headline is SUMMARY)
+CLAIMS = RESULTS / "claims.csv"  # verdicts on the papers' claims (xaibench claims)
+VALIDITY = RESULTS / "validity.csv"  # every test's oracle-vs-chance index
+TIMING = RESULTS / "figures" / "timing.png"  # where the run's time went (every job's benchmark file)
+
+
+def run_dir(run: str) -> Path:
+    """Where a run's data/ and results/ live: the default run at the top (the paths DVC tracks), a
+    named run (a preset's `run:`) in runs/<run>/, so runs never overwrite each other. Every path
+    below is relative to it (Snakemake's `workdir`, the CLI's working directory)."""
+    return Path(".") if run == "default" else RUNS / run
 
 
 def prepared(dataset: str) -> Path:
@@ -43,3 +56,14 @@ def figures(dataset: str) -> Path:
 
 def tables(dataset: str) -> Path:
     return RESULTS / "tables" / dataset
+
+
+def log(step: str, *parts: str) -> Path:
+    """A job's log: results/logs/{step}/{parts...}.log (wildcard patterns welcome)."""
+    return RESULTS / "logs" / step / Path(*parts).with_suffix(".log") if parts else RESULTS / "logs" / f"{step}.log"
+
+
+def benchmark(step: str, *parts: str) -> Path:
+    """A job's time and memory (Snakemake `benchmark:`): results/benchmarks/{step}/{parts...}.tsv."""
+    return RESULTS / "benchmarks" / step / Path(*parts).with_suffix(".tsv") if parts else RESULTS / "benchmarks" / f"{step}.tsv"
+

@@ -1,4 +1,4 @@
-"""The tidy long format every metric lands in (DESIGN §2.4); pandas only, so combining tables is cheap.
+"""The tidy long format every metric lands in (docs/architecture.md, "Tidy results"); pandas only, so combining tables is cheap.
 
 Per-image rows carry ROW_COLUMNS plus dataset/variant/seed; `aggregate` averages them into one row
 per dataset × variant × seed × method × split × metric × setting × level.

@@ -37,6 +37,7 @@ def copy_workflow(dest: Path, preset: str | None = "presets/smoke.yaml") -> Path
             shutil.copy(src, dest / name)
     if preset:
         merged = config.deep_merge(config.read_yaml(REPO / "params.yaml"), config.read_yaml(REPO / preset))
+        merged.pop("run", None)  # the preset is this copy's default run (results/, as DVC reads it)
         (dest / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
     return dest
 

@@ -4,7 +4,7 @@ A scratch copy of the project gets a toy training variant, a toy explainer and a
 each written as a new module and registered by one line in `xaibench.catalog`, and a claim about them
 (one `CLAIMS` line); nothing else in the
 copy is edited (the settings overlay only selects them). The real workflow then runs them through
-Snakemake, and their rows must be in the tidy tables.
+Snakemake, and their rows must be in the tidy tables, the figures and the report tables.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def peakiness(ctx):
 
 CATALOG_LINES = {
     "VARIANTS = {\n": '    "toy": {"module": "xaibench.training.toy"},\n',
-    "EXPLAINERS = {\n": '    "brightness": {"module": "xaibench.explain.brightness"},\n',
+    "EXPLAINERS = {\n": '    "brightness": {"module": "xaibench.explain.brightness", "options": {"gamma": 1.0}},\n',
     "FAMILIES = {\n": '    "peakiness": {"scope": "model", "needs": ["explanations"], "module": "xaibench.metrics.peakiness",'
                       ' "metrics": {"peak_share": "none"}},\n',
     "CLAIMS = {\n": '    "T.toy_mass": _claim("E", "toy", "Brightness maps put more mass in the mask than Grad-CAM.",'
@@ -82,7 +82,7 @@ def test_toy_variant_explainer_and_family_run_through_the_workflow(tmp_path):
                "metrics": {"families": ["accuracy", "localization", "peakiness"]}}
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(overlay))
     env_path = f"{src.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    run(f"PYTHONPATH={env_path} snakemake --cores 2 measure --configfile {tmp_path / 'toy.yaml'}", root)
+    run(f"PYTHONPATH={env_path} snakemake --cores 2 --configfile {tmp_path / 'toy.yaml'}", root)
 
     peak = pd.read_csv(root / "results/metrics/shapes/peakiness.csv")
     assert set(peak.variant) == {"standard", "toy"} and set(peak.method) == {"gradcam", "brightness"}
@@ -93,14 +93,17 @@ def test_toy_variant_explainer_and_family_run_through_the_workflow(tmp_path):
     assert "toy" in set(acc.variant)
     claims = pd.read_csv(root / "results/claims.csv", keep_default_na=False)  # the added claim has its row
     assert "T.toy_mass" in set(claims.claim) and "toy/brightness" in claims.set_index("claim").comparison["T.toy_mass"]
+    # a variant named outside the built-in palette is drawn like any other (figures and the report)
+    assert (root / "results/figures/shapes/accuracy.png").is_file() and (root / "results/figures/shapes/gallery.png").is_file()
+    assert "toy" in (root / "results/tables/shapes/localization.md").read_text()
 
 
 def test_unknown_option_of_an_explainer_is_refused_naming_the_key(tmp_path):
+    """Refused when the workflow loads, before any job (and before Snakemake deletes any output)."""
     root = copy_workflow(tmp_path / "wf")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(
         {"train": {"variants": ["standard"], "seeds": [0], "epochs": 1}, "explain": {"options": {"gradcam": {"steps": 3}}},
          "metrics": {"families": ["accuracy"]}}))
     out = run(["snakemake", "--cores", "2", "explain", "--configfile", str(tmp_path / "bad.yaml")], root, check=False)
-    assert out.returncode != 0
-    logs = "".join(p.read_text() for p in (root / "results/logs/explain").rglob("*.log"))
-    assert "explain.options.gradcam.steps" in logs
+    assert out.returncode != 0 and "explain.options.gradcam.steps: not an option; choose from: (none)" in out.stderr
+    assert not (root / "results").exists()

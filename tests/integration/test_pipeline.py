@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from xaibench import catalog, config
+from xaibench import catalog, config, steps
 from xaibench.figures import wanted
 from xaibench.tidy import COLUMNS
 
@@ -32,9 +32,9 @@ def test_smoke_run_writes_every_output_with_tidy_tables(smoke_run):
         assert list(table.columns) == COLUMNS, family
         assert len(table) > 0 and table.value.notna().any()
         spec = catalog.FAMILIES[family]
-        expected = {v for v in cfg["train"]["variants"]  # capability and metrics.variants; seed pairs for variant scope
-                    if catalog.scores(cfg, family, v) and (spec["scope"] == "model" or len(catalog.seeds_for(cfg, v)) > 1)}
-        if "prototypes" in spec["needs"]:  # paper B: rows only for the models featviz selects
+        assert set(table.metric) <= set(spec["metrics"]), f"{family} writes metrics its catalog entry does not declare"
+        expected = {v for v in cfg["train"]["variants"] if catalog.scores(cfg, family, v)}
+        if "generated_images" in spec["needs"]:  # paper B: rows only for the models featviz selects
             expected &= {v for v, _ in catalog.featviz_models(cfg)}
         assert set(table.variant) == expected, family
     for variant, seed in catalog.featviz_models(cfg):
@@ -60,7 +60,7 @@ def test_smoke_run_has_paper_a(smoke_run):
     assert set(mis.variant) == {"protopnet", "protopnet_comp"} and set(mis.setting) == {"noise", "pgd"}
     assert set(mis.metric) >= {"PAC", "PRC", "PLC", "AC"}
     assert "| protopnet_comp | pgd |" in (root / "results/tables/shapes/misalignment.md").read_text()
-    assert (root / "results/figures/shapes/prototypes.png").is_file()
+    assert (root / "results/figures/shapes/protopnet_gallery.png").is_file()
     deletion = pd.read_csv(root / "results/metrics/shapes/deletion.csv")
     assert {("protopnet", "gradcam"), ("protopnet", "proto")} <= set(zip(deletion.variant, deletion.method))
     acc = pd.read_csv(root / "results/metrics/shapes/accuracy.csv")
@@ -143,7 +143,8 @@ def test_paper_preset_dry_runs_on_a_folder_dataset(tmp_path):
     out = run(["snakemake", "-n", "--configfile", str(override)], root)
     jobs = jobs_of(out.stdout + out.stderr)
     cfg = config.load(root / "params.yaml")
-    assert jobs["train_model"] == sum(len(catalog.seeds_for(cfg, v)) for v in cfg["train"]["variants"]) >= 20
+    assert jobs["train_model"] == len(steps.models(cfg))
+    assert cfg["datasets"] == ["folder"] and jobs["prepare_folder"] == 1
 
 
 def test_paper_a_preset_plans_protopnet_on_a_cub_tree(tmp_path):
@@ -160,12 +161,13 @@ def test_paper_a_preset_plans_protopnet_on_a_cub_tree(tmp_path):
     cfg = config.load(root / "params.yaml", [root / "presets/paper.yaml", root / "presets/paper_a.yaml", override])
     assert cfg["datasets"] == ["cub"] and cfg["train"]["arch"] == "resnet34"
     assert jobs["prepare_cub"] == 1 and "prepare_folder" not in jobs
-    assert jobs["train_model"] == sum(len(catalog.seeds_for(cfg, v)) for v in cfg["train"]["variants"]) == 9
-    assert jobs["explain_protopnet"] == jobs["explain_protopnet_comp"] == 3
+    assert jobs["train_model"] == len(steps.models(cfg))
+    protos = [m for m in steps.models(cfg) if m[0].startswith("protopnet")]
+    assert protos and jobs["explain_protopnet"] + jobs["explain_protopnet_comp"] == len(protos)
     trains = [line for line in text.splitlines() if "xaibench train" in line and "--variant protopnet" in line]
-    assert len(trains) == 6 and all("--dataset cub" in t and '"arch": "resnet34"' in t for t in trains)
+    assert len(trains) == len(protos) and all("--dataset cub" in t and '"arch": "resnet34"' in t for t in trains)
     run(["snakemake", "--cores", "1", "prepare", *presets], root)
-    meta = json.loads((root / "data/prepared/cub/meta.json").read_text())
+    meta = json.loads((root / "runs/paper_a/data/prepared/cub/meta.json").read_text())  # a named run's own folder
     assert meta["classes"] == list(CLASS_NAMES) and meta["image_size"] == 224 and meta["has_masks"]
     assert meta["splits"] == {"train": 3, "val": 3, "test": 6}
 

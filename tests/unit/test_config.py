@@ -5,11 +5,41 @@ from xaibench import config
 from xaibench.cli import main
 
 
-def test_defaults_fill_every_section():
-    cfg = config.validate({})
-    assert cfg["device"] == "auto"
-    assert cfg["train"]["salience"]["alpha"] == 0.5
-    assert cfg["data"]["shapes"]["n_train"] > 0
+def test_defaults_fill_every_key_the_schema_declares():
+    """Code reads settings without fallbacks: every property of the schema that has a default is
+    present after validating empty settings, at every depth."""
+    def walk(schema, cfg, path=""):
+        for key, sub in schema.get("properties", {}).items():
+            if "default" in sub:
+                assert key in cfg, f"{path}{key} not filled"
+                if isinstance(cfg[key], dict):
+                    walk(sub, cfg[key], f"{path}{key}.")
+    walk(config.schema(), config.validate({}))
+
+
+def test_a_renamed_setting_keeps_working_for_a_release(capsys):
+    cfg = config.validate({"train": {"salience": {"alpha": 0.3}}})
+    assert cfg["train"]["cyborg"]["alpha"] == 0.3 and "salience" not in cfg["train"]
+    assert "train.salience is now called train.cyborg" in capsys.readouterr().err
+    with pytest.raises(config.ConfigError, match="both set"):
+        config.validate({"train": {"salience": {}, "cyborg": {}}})
+
+
+@pytest.mark.parametrize("bad, line", [
+    ({"explain": {"options": {"gradcam": {"foo": 1}}}}, "explain.options.gradcam.foo: not an option; choose from: (none)"),
+    ({"explain": {"options": {"ig": {"internal_batch_size": 2.5}}}},
+     "explain.options.ig.internal_batch_size: 2.5 should be an integer"),
+    ({"explain": {"options": {"agf": {"flat": 1}}}}, "explain.options.agf.flat: 1 should be true or false"),
+    ({"explain": {"options": {"proto": {"prototype": 3}}}}, "explain.options.proto.prototype: 3 should be a str"),
+    ({"train": {"seeds": [0, 1, 1]}}, "train.seeds: [0, 1, 1] has non-unique elements"),
+    ({"datasets": ["shapes", "shapes"]}, "datasets: ['shapes'] listed more than once"),
+    ({"data": {"image_size": 16}}, "stability needs maps of at least 3x3, but small_cnn at data.image_size 16 gives 2x2"),
+])
+def test_what_a_job_would_refuse_is_refused_at_load(bad, line):
+    """Refused when the settings load (before any job, so before any output is touched), in one line."""
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(bad)
+    assert line in str(err.value) and "\n" not in str(err.value)
 
 
 def test_repo_params_and_presets_validate():

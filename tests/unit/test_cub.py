@@ -19,7 +19,7 @@ SIZE = 16
 def _cfg(root, **cub):
     cub = {"root": str(root), "val_fraction": 0.5, **cub}  # 2 official training images per class here
     return config.validate({"datasets": ["cub"], "data": {"image_size": SIZE, "cub": cub},
-                            "train": {"variants": ["standard"]}})["data"]
+                            "train": {"variants": ["standard"]}, "metrics": {"families": ["accuracy"]}})["data"]
 
 
 def _identify(image: np.ndarray) -> int:

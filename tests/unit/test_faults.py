@@ -322,7 +322,7 @@ STAGE_STEPS = {"prepare": ["prepare"], "train": ["train"], "explain": ["explain"
 # Modules a registry imports lazily by the name the catalog gives (xaibench.registry): what each stage may run.
 STAGE_CATALOG = {"prepare": ["DATASETS"], "train": ["VARIANTS", "ARCHITECTURES"],
                  "explain": ["VARIANTS", "ARCHITECTURES", "EXPLAINERS"],
-                 "generate": ["VARIANTS", "ARCHITECTURES"],
+                 "generate": ["VARIANTS", "ARCHITECTURES", "FEATVIZ"],
                  "measure": ["VARIANTS", "ARCHITECTURES", "EXPLAINERS", "FAMILIES"],
                  "figures": ["VARIANTS", "ARCHITECTURES", "EXPLAINERS", "FIGURES"]}
 
@@ -367,9 +367,8 @@ def test_every_dvc_stage_depends_on_every_module_it_runs():
     functions = {n.name: n for n in cli_tree.body if isinstance(n, ast.FunctionDef)}
     top = set().union(*(_imports(n, "xaibench") for n in cli_tree.body if not isinstance(n, ast.FunctionDef)))
     smk = set().union(*(_imports(ast.parse("\n".join(l for l in p.read_text().splitlines() if l.startswith(("import", "from")))), "")
-                        for p in (REPO / "rules").glob("*.smk")))
-    steps = {m.group(1) for rules in (REPO / "rules").glob("*.smk")
-             for m in re.finditer(r'"xaibench (\w+) ', rules.read_text())}
+                        for p in [*(REPO / "rules").glob("*.smk"), REPO / "Snakefile"]))
+    steps = {m.group(1) for p in (REPO / "rules").glob("*.smk") for m in re.finditer(r'"xaibench (\w+) ', p.read_text())}
     assert steps <= {s for v in STAGE_STEPS.values() for s in v}, f"a rule runs a step no stage lists: {steps}"
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for stage, names in STAGE_STEPS.items():

@@ -60,7 +60,7 @@ def test_zero_strength_scores_zero(project, monkeypatch):
 
 
 def test_only_for_prototype_models(project, monkeypatch):
-    frame = _run(project, monkeypatch, variant="standard")  # no `prototypes` capability: no rows, no model read
+    frame = _run(project, monkeypatch, variant="standard")  # no `prototype_layer` capability: no rows, no model read
     assert frame.empty
 
 

@@ -21,7 +21,7 @@ def _weights(path):
 
 
 def _salience(**kw):
-    return {"salience": {"alpha": 0.5, "alpha_weighs": "ce", "cam_class": "label", "cam_features": "post_relu",
+    return {"cyborg": {"alpha": 0.5, "alpha_weighs": "ce", "cam_class": "label", "cam_features": "post_relu",
                          "human_map": "mask", "outline_width": 0.0625, **kw}}
 
 

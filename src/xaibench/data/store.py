@@ -1,4 +1,4 @@
-"""The prepared-split format every dataset is written in (DESIGN §4).
+"""The prepared-split format every dataset is written in (docs/architecture.md, "Data contract").
 
 `data/prepared/{dataset}/{split}.npz` holds `images` uint8 [N,H,W,3], `labels` int64 [N] and,
 where the dataset has them, `masks` uint8 [N,H,W] (0-255, the region a human would point to)

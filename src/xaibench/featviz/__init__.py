@@ -18,10 +18,6 @@ from .methods import METHODS, frozen, get, high_frequency, neutral_baseline, pro
 from .param import FourierImage, PixelImage  # noqa: F401
 from .transforms import random_affine  # noqa: F401
 
-# Settings `generate_prototypes` reads from cfg["featviz"] (the lead's params.yaml block; defaults here).
-DEFAULTS = {"methods": ["prototype", "fourier_fv", "pixel_ascent"], "options": {}}
-
-
 def generate(model: torch.nn.Module, num_classes: int, method: str, image_size: int, seed: int,
              **options) -> torch.Tensor:
     """One image per class [K,3,H,W] in [0,1]; the same (model, method, seed, options) give the same images."""
@@ -46,7 +42,7 @@ def generate_prototypes(cfg: dict, model: torch.nn.Module, meta: dict, seed: int
     for each image, untransformed); `classes` (names); `methods`. Each method draws from its own
     seed (seed, crc32 of its name), so dropping a method leaves the others' images unchanged.
     """
-    fv = {**DEFAULTS, **cfg.get("featviz", {})}
+    fv = cfg["featviz"]
     k, size = len(meta["classes"]), int(meta["image_size"])
     out = {"classes": np.array(meta["classes"]), "methods": np.array(fv["methods"])}
     for method in fv["methods"]:

@@ -8,29 +8,16 @@ its default and where it comes from are in docs/prototypes.md.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 
+from .. import catalog
+from ..registry import Registry
 from .param import FourierImage, PixelImage
 from .transforms import ANGLES, JITTERS, SCALES, random_affine
 
-METHODS: dict[str, Callable] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        if name in METHODS:
-            raise ValueError(f"feature-visualisation method '{name}' is already registered")
-        METHODS[name] = fn
-        return fn
-    return deco
-
-
-def get(name: str) -> Callable:
-    if name not in METHODS:
-        raise ValueError(f"unknown featviz method '{name}'; choose from: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+METHODS = Registry("featviz method", catalog.FEATVIZ)
+register, get = METHODS.register, METHODS.get
 
 
 @contextmanager

@@ -1,6 +1,8 @@
-"""Figures and tables, one function each, reading only tidy metric tables and explanation files.
+"""Figures and tables, one function each, reading tidy metric tables and explanation files.
 
-Nothing here touches a model, so `snakemake figures` redraws everything in seconds.
+Two figures also run a trained model (`lap_attention`: the LAP layers' attention; `protopnet_gallery`:
+prototype patches), loading it read-only; none trains anything, so `snakemake figures` redraws every
+figure in seconds. Which files a figure reads is its catalog entry (`needs`, `variants`).
 """
 from __future__ import annotations
 
@@ -16,11 +18,26 @@ import pandas as pd  # noqa: E402
 from .. import catalog, paths  # noqa: E402
 from ..io import atomic_path, read_table  # noqa: E402
 from ..registry import Registry  # noqa: E402
+from ..tidy import over_units  # noqa: E402
 
 FIGURES = Registry("figure", catalog.FIGURES)
 register = FIGURES.register
 PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "lap_plugin": "#8FBC8F",
            "protopnet": "#C44E52", "protopnet_comp": "#8172B3"}
+# Colours for any other variant (a user's own): picked by a hash of the name, so a name keeps its colour
+# across figures and runs whatever else is configured.
+_SPARE = ["#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD", "#2F4B7C", "#A05195", "#F95D6A", "#FFA600",
+          "#665191", "#3E8E41", "#B5651D"]
+
+
+def colour(variant: str) -> str:
+    """The colour of a variant in every figure: the built-in palette, else a stable spare colour."""
+    import zlib
+    return PALETTE.get(variant) or _SPARE[zlib.crc32(variant.encode()) % len(_SPARE)]
+
+
+def palette(variants) -> dict[str, str]:
+    return {v: colour(v) for v in variants}
 
 
 class NotApplicable(Exception):
@@ -43,16 +60,20 @@ def table(dataset: str, family: str) -> pd.DataFrame:
     path = paths.metric_table(dataset, family)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metric table missing; run `snakemake --cores all measure` first")
-    return read_table(path)
+    data = read_table(path)
+    if data.empty:
+        raise NotApplicable(f"{family} has no rows in this run (it scores none of the configured models)")
+    return data
 
 
 def seed_points(ax, data: pd.DataFrame, x: str, y: str, hue: str, order=None, hue_order=None):
     """Mean ± sd over seeds as a bar with every seed drawn as a dot, so the spread is visible."""
     import seaborn as sns  # not at module level: featviz draws its grids without seaborn's scipy import
+    colours = palette(data[hue].unique()) if hue == "variant" else None
     sns.barplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, errorbar="sd", ax=ax,
-                palette=PALETTE, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
+                palette=colours, alpha=0.55, capsize=0.08, err_kws={"linewidth": 1.2})
     sns.stripplot(data=data, x=x, y=y, hue=hue, order=order, hue_order=hue_order, dodge=True, ax=ax,
-                  palette=PALETTE, size=5, edgecolor="black", linewidth=0.6, legend=False)
+                  palette=colours, size=5, edgecolor="black", linewidth=0.6, legend=False)
 
 
 def _variants(cfg):
@@ -95,9 +116,7 @@ def localization_table(dataset: str) -> pd.DataFrame:
     data = table(dataset, "localization")
     data = data[data.metric.isin(list(LOCALIZATION))].copy()
     data.loc[data.method.str.startswith("baseline_"), "variant"] = "—"
-    per_seed = data.groupby(["variant", "method", "split", "metric", "seed"])["value"].mean().reset_index()
-    return (per_seed.groupby(["variant", "method", "split", "metric"])["value"].agg(["mean", "std", "count"])
-            .reset_index().rename(columns={"std": "sd", "count": "n"}))
+    return over_units(data, ["variant", "method", "split", "metric"])
 
 
 @register("localization")
@@ -129,10 +148,10 @@ def localization(cfg, dataset):
     for ax, metric in zip(axes[0], metrics):
         d = data[(data.metric == metric) & ~data.method.str.startswith("baseline_")]
         seed_points(ax, d, "method", "value", "variant", hue_order=_variants(cfg))
-        for method, (ls, colour) in BASELINE_STYLE.items():
+        for method, (ls, line_colour) in BASELINE_STYLE.items():
             ref = data[(data.metric == metric) & (data.method == method)]["value"]
             if len(ref):
-                ax.axhline(ref.mean(), ls=ls, c=colour, lw=1, label=method.replace("baseline_", ""))
+                ax.axhline(ref.mean(), ls=ls, c=line_colour, lw=1, label=method.replace("baseline_", ""))
         ax.set(title=LOCALIZATION[metric] + catalog.arrow("localization", metric), xlabel="explainer", ylabel="score", ylim=(0, 1.02))
         ax.tick_params(axis="x", labelrotation=35)
         if ax.legend_ and ax is not axes[0][-1]:
@@ -157,8 +176,8 @@ def tile(image=None, heat=None, cmap: str = "jet", alpha: float = 0.5, scale=Non
     if heat is not None:
         h = np.asarray(heat, dtype=float)
         lo, hi = scale if scale is not None else (h.min(), h.max())
-        colour = matplotlib.colormaps[cmap](np.clip((h - lo) / max(hi - lo, 1e-12), 0, 1))[..., :3]
-        out = colour if image is None else (1 - alpha) * out + alpha * colour
+        rgb = matplotlib.colormaps[cmap](np.clip((h - lo) / max(hi - lo, 1e-12), 0, 1))[..., :3]
+        out = rgb if image is None else (1 - alpha) * out + alpha * rgb
     out = np.array(out, dtype=float)
     if border is not None:
         rgb = matplotlib.colors.to_rgb(border)
@@ -183,8 +202,8 @@ def mosaic(tiles: list[list[np.ndarray | None]], col_titles: list[str], row_titl
     ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(len(tiles))], row_titles, fontsize=7)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
-    for label, colour in zip(ax.get_yticklabels(), row_colours or []):
-        label.set_color(colour)
+    for label, label_colour in zip(ax.get_yticklabels(), row_colours or []):
+        label.set_color(label_colour)
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_title(title, fontsize=9, pad=22)

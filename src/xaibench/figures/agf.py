@@ -7,6 +7,7 @@ import pandas as pd
 
 from .. import catalog, paths
 from ..io import atomic_path, save_csv
+from ..tidy import over_units
 from . import NotApplicable, _variants, plt, register, save, table
 
 REFERENCES = {"baseline_random": "#8c8c8c", "baseline_uniform": "#cfcfcf", "baseline_oracle": "#ffffff"}
@@ -22,11 +23,6 @@ def _methods(data: pd.DataFrame) -> list[str]:
 
 def _colour(method: str, methods: list[str]) -> str:
     return REFERENCES.get(method) or COLOURS[[m for m in methods if m not in REFERENCES].index(method) % len(COLOURS)]
-
-
-def _per_seed(data: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean and sd over seeds (the tidy table holds one mean over images per seed)."""
-    return data.groupby(keys)["value"].agg(["mean", "std"]).reset_index().rename(columns={"std": "sd"})
 
 
 def _write_table(dataset: str, name: str, title: str, stats: pd.DataFrame, columns: list[tuple[str, str]],
@@ -58,8 +54,8 @@ def agf_perturbation(cfg, dataset):
     panels = [(order, kind) for kind in kinds for order in ("positive", "negative")]
     fig, axes = plt.subplots(len(variants), len(panels), figsize=(4.1 * len(panels), 3.5 * len(variants)),
                              squeeze=False, sharex=True, sharey=True)
-    aucs = _per_seed(data[data.metric.str.endswith("_auc")], ["variant", "method", "metric", "setting"])
-    curves = _per_seed(data[data.metric.str.endswith("_accuracy")], ["variant", "method", "metric", "setting", "level"])
+    aucs = over_units(data[data.metric.str.endswith("_auc")], ["variant", "method", "metric", "setting"])
+    curves = over_units(data[data.metric.str.endswith("_accuracy")], ["variant", "method", "metric", "setting", "level"])
     for r, variant in enumerate(variants):
         for c, (order, kind) in enumerate(panels):
             ax = axes[r, c]
@@ -129,11 +125,11 @@ def agf_segmentation(cfg, dataset):
     seg_metrics = ["pixel_accuracy", "miou", "map", "map_continuous"]
     seg_labels = {m: lab + catalog.arrow("segmentation", m) for m, lab in
                   zip(seg_metrics, ["pixel accuracy", "mIoU", "mAP (binarised)", "mAP (continuous)"])}
-    s = _per_seed(seg, ["variant", "method", "metric"]).rename(columns={"metric": "group"})
+    s = over_units(seg, ["variant", "method", "metric"]).rename(columns={"metric": "group"})
     per_groups = [(k, m) for k in ("top", "second") for m in ("mass_on_explained", "mass_on_other", "object_preference")]
     short = {"mass_on_explained": "on explained", "mass_on_other": "on other", "object_preference": "preference"}
     per_labels = {f"{m} · {k}": f"{k} class\n{short[m]}{catalog.arrow('perclass', m)}" for k, m in per_groups}
-    p = _per_seed(per, ["variant", "method", "metric", "setting"])
+    p = over_units(per, ["variant", "method", "metric", "setting"])
     p["group"] = p.metric + " · " + p.setting
     for r, variant in enumerate(variants):
         ax = axes[r, 0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import paths
-from . import BASELINE_STYLE, PALETTE, _classes, _variants, mosaic, plt, register, save, seed_points, table, tile
+from . import BASELINE_STYLE, colour, _classes, _variants, mosaic, plt, register, save, seed_points, table, tile
 
 LINESTYLES = ["-", "--", ":", "-."]
 
@@ -25,9 +25,9 @@ def lap_faithfulness(cfg, dataset):
         per_level = d.groupby("level")["value"]
         mean, sd = per_level.mean(), per_level.std().fillna(0)
         style = LINESTYLES[methods.index(method) % len(LINESTYLES)]
-        axes[0].plot(mean.index, mean.values, style, color=PALETTE.get(variant), marker="o", ms=3,
+        axes[0].plot(mean.index, mean.values, style, color=colour(variant), marker="o", ms=3,
                      label=f"{variant} / {method}")
-        axes[0].fill_between(mean.index, mean - sd, mean + sd, color=PALETTE.get(variant), alpha=0.12)
+        axes[0].fill_between(mean.index, mean - sd, mean + sd, color=colour(variant), alpha=0.12)
     axes[0].set(xlabel="share of pixels removed (most relevant first)", ylabel="probability of the explained class",
                 title="deletion curves\n(mean ± sd over seeds)", ylim=(0, 1.02))
     axes[0].legend(fontsize=7, title="variant / explainer", title_fontsize=7, handlelength=4)
@@ -37,10 +37,10 @@ def lap_faithfulness(cfg, dataset):
     if not loc.empty:
         seed_points(axes[2], loc, "method", "value", "variant", order=[m for m in methods if m in set(loc.method)],
                     hue_order=variants)
-        for method, (ls, colour) in BASELINE_STYLE.items():
+        for method, (ls, line_colour) in BASELINE_STYLE.items():
             ref = loc[loc.method == method]["value"]
             if len(ref):
-                axes[2].axhline(ref.mean(), ls=ls, c=colour, lw=1, label=method.replace("baseline_", ""))
+                axes[2].axhline(ref.mean(), ls=ls, c=line_colour, lw=1, label=method.replace("baseline_", ""))
     axes[2].set(title="relevance mass in the object mask\n(higher = better localised)", xlabel="explainer",
                 ylabel="share of relevance in mask", ylim=(0, 1.02))
     for ax in axes[1:]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import NotApplicable, PALETTE, plt, register, save, seed_points, table, tile  # noqa: F401
+from ..tidy import over_units
+from . import NotApplicable, plt, register, save, seed_points, table, tile  # noqa: F401
 from .. import catalog, paths
 from ..io import atomic_path, save_csv
 
@@ -20,9 +21,7 @@ def _proto_variants(cfg) -> list[str]:
 
 def misalignment_table(data: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd over seeds (each seed = mean over its images) per variant × perturbation × metric."""
-    per_seed = data.groupby(["variant", "setting", "metric", "seed"])["value"].mean().reset_index()
-    return per_seed.groupby(["variant", "setting", "metric"])["value"].agg(["mean", "std", "count"]).reset_index() \
-        .rename(columns={"setting": "perturbation", "std": "sd", "count": "seeds"})
+    return over_units(data, ["variant", "setting", "metric"]).rename(columns={"setting": "perturbation", "n": "seeds"})
 
 
 def _cell(stats, variant, kind, metric, digits=1) -> str:
@@ -113,8 +112,8 @@ def _panel(ax, tiles, col_titles, row_titles, title):
     ax.set_title(title, fontsize=9, pad=18)
 
 
-@register("prototypes")
-def prototypes(cfg, dataset):
+@register("protopnet_gallery")
+def protopnet_gallery(cfg, dataset):
     """Per ProtoPNet variant (first seed): each class's prototypes on their push source image with the
     source activation box, and test images with the top prototype's activation region before and
     after the benchmark's two perturbations (the one figure of paper A that runs the model)."""
@@ -187,4 +186,4 @@ def prototypes(cfg, dataset):
                    "the protected box")
     fig.suptitle(f"{dataset}: ProtoPNet prototypes and spatial misalignment (eps {s['eps']} normalised units)", y=1.0)
     fig.tight_layout()
-    return save(fig, cfg, dataset, "prototypes")
+    return save(fig, cfg, dataset, "protopnet_gallery")

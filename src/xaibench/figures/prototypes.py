@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import catalog, paths
-from . import PALETTE, NotApplicable, _classes, mosaic, plt, register, save, seed_points, table, tile
+from . import NotApplicable, _classes, mosaic, plt, register, save, seed_points, table, tile
 
 METHOD_COLOURS = {"prototype": "#C44E52", "fourier_fv": "#4C72B0", "pixel_ascent": "#8C8C8C", "natural": "#55A868"}
 

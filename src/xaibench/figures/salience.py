@@ -14,7 +14,7 @@ import seaborn as sns
 from .. import catalog, paths
 from ..io import atomic_path, read_table, save_csv
 from ..tidy import over_units, select
-from . import PALETTE, mosaic, tile, _variants, plt, register, save, table
+from . import NotApplicable, colour, mosaic, palette, tile, _variants, plt, register, save, table
 
 TRANSFORM_ORDER = ["hflip", "vflip", "rot90_ccw", "rot90_cw"]
 MODES = ["background", "object"]
@@ -27,6 +27,8 @@ def per_image(dataset: str, family: str) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: per-image rows missing; run `snakemake --cores all measure` first")
     data = read_table(path)
+    if data.empty:
+        raise NotApplicable(f"{family} has no rows in this run (it scores none of the configured models)")
     for col in ("dataset", "variant", "method", "split", "metric", "setting"):
         data[col] = data[col].astype(object)  # Arrow-backed strings make seaborn's grouping ~10x slower
     data["setting"] = data["setting"].fillna("")
@@ -41,7 +43,7 @@ def _order(cfg, data):
 
 def _box(ax, data, x, order, variants):
     sns.boxplot(data=data, x=x, y="value", hue="variant", order=order, hue_order=variants, ax=ax,
-                palette=PALETTE, showfliers=False, width=0.7, linewidth=0.8)
+                palette=palette(variants), showfliers=False, width=0.7, linewidth=0.8)
 
 
 def _curve(ax, data, x, variants, methods):
@@ -49,7 +51,7 @@ def _curve(ax, data, x, variants, methods):
     style = "method" if data.method.nunique() > 1 else None
     sns.lineplot(data=data, x=x, y="value", hue="variant", hue_order=variants, style=style,
                  style_order=methods if style else None, errorbar=("ci", 95), seed=0, n_boot=200,
-                 marker="o", markersize=4, palette=PALETTE, ax=ax)
+                 marker="o", markersize=4, palette=palette(variants), ax=ax)
 
 
 def _legend_once(axes):
@@ -228,7 +230,7 @@ def salience_gallery(cfg, dataset):
             maps = {m: load_explanation(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
             tiles.append([tile(split.images[i], maps[m][i]) if m in maps else None for i, m in cols])
             labels.append(f"{variant} seed {seed}")
-            colours.append(PALETTE.get(variant, "black"))
+            colours.append(colour(variant))
     fig = mosaic(tiles, [f"test #{i}\n{m}" for i, m in cols], labels,
                  f"{dataset}: the same test images explained by every training run (maps min-max scaled)",
                  row_colours=colours)

@@ -2,7 +2,7 @@
 
 Scope, inputs and score directions of each family are declared in `xaibench.catalog`. Rows carry
 the tidy columns below; `aggregate` averages the per-image rows into one row per
-dataset × variant × seed × method × split × metric × setting × level (DESIGN §2.4).
+dataset × variant × seed × method × split × metric × setting × level (docs/architecture.md, "Tidy results").
 
 A family that scores saved maps only writes the per-batch computation and hands it to `over_maps`,
 the one loop over splits × methods × batches (it also turns scores of images a measure cannot
@@ -88,15 +88,20 @@ class Batch:
     def data(self):
         return self.ctx.split(self.split)
 
+    resolution: str = "input"  # "native": the explainer's own grid (the file's `native` maps)
+
     @cached_property
     def maps(self) -> torch.Tensor:
-        return torch.from_numpy(self.explanation["maps"][self.index]).float()
+        key = "native" if self.resolution == "native" else "maps"
+        if key not in self.explanation:
+            raise ValueError(f"explanation file has no '{key}' maps (made before native maps were stored); "
+                             "rerun the explain step")
+        return torch.from_numpy(self.explanation[key][self.index]).float()
 
     @property
     def relevance(self) -> torch.Tensor:
-        """The maps' positive part: what mask-based measures score (signed explainers such as gxi and
-        agf keep their sign in `maps`, for the families whose protocol ranks signed values)."""
-        return self.maps.clamp_min(0)
+        """The maps as the family scores them: its declared preprocessing (`family_maps`)."""
+        return family_maps(self.maps, self.ctx.family)
 
     @cached_property
     def masks(self) -> torch.Tensor | None:
@@ -124,11 +129,19 @@ class Batch:
         return torch.from_numpy(extras[name][self.index]) if name in extras else None
 
 
+def family_maps(maps, family: str | None):
+    """Maps (torch or numpy) after the preprocessing `family` declares in the catalog (`maps`):
+    the positive part, or the signed maps unchanged. The one place this is decided."""
+    if catalog.FAMILIES.get(family, {}).get("maps") != "positive":
+        return maps
+    return maps.clamp_min(0) if isinstance(maps, torch.Tensor) else np.maximum(maps, 0)
+
+
 Score = tuple  # (metric, values [B], setting, level); setting and level may be omitted
 
 
 def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family: str, needs_masks: bool = False,
-              max_images: int | None = None, batch_size: int | None = None,
+              max_images: int | None = None, batch_size: int | None = None, resolution: str = "input",
               references: dict[str, Callable[[Batch], torch.Tensor]] | None = None) -> pd.DataFrame:
     """The loop every map-scoring family shares: split × method × batch -> per-image tidy rows.
 
@@ -136,7 +149,9 @@ def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family
     without masks are skipped (logged) and images with an empty mask score NaN. `references` adds
     reference lines scored like methods: name -> maps [B,H,W] of a batch (e.g. a random map for
     chance, the mask for an oracle), or None where a split has no such line (the oracle of a split
-    without masks); their batches have `explanation` None and targets = labels.
+    without masks); their batches have `explanation` None and targets = labels. `resolution`:
+    `input` (maps upsampled to the image) or `native` (the explainer's own grid). Each map reaches
+    `score` raw (`batch.maps`) and preprocessed as the family declares (`batch.relevance`).
     """
     references = references or {}
     out = []
@@ -151,7 +166,7 @@ def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family
             explanation = None if method in references else ctx.explanation(ctx.seed, method, split)
             parts = defaultdict(list)
             for i in range(0, n, step):
-                batch = Batch(ctx, split, method, slice(i, min(i + step, n)), explanation)
+                batch = Batch(ctx, split, method, slice(i, min(i + step, n)), explanation, resolution)
                 if method in references:
                     ref = references[method](batch)
                     if ref is None:
@@ -159,7 +174,8 @@ def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family
                     batch.maps = ref.float()
                 empty = (~batch.masks.flatten(1).any(1)) if needs_masks else None
                 for metric, values, *rest in score(batch):
-                    values = torch.as_tensor(values).detach().float().cpu()
+                    values = torch.as_tensor(values).detach().cpu()
+                    values = values if values.dtype == torch.float64 else values.float()  # float64 stays exact
                     if empty is not None and empty.any():
                         values = values.masked_fill(empty, float("nan"))
                     setting, level = (list(rest) + ["", float("nan")][len(rest):])[:2]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import explain as ex
-from . import register, rows
+from . import family_maps, over_maps, register, rows
 from .similarity import minmax, spearman, ssim
 
 
@@ -58,29 +58,25 @@ def histogram_entropy(maps: torch.Tensor) -> torch.Tensor:
     return (h / math.log2(min(q.shape[1], 256))).float()
 
 
-def resolution_maps(arrays: dict, resolution: str) -> np.ndarray:
-    """The maps of an explanation file at `metrics.salience.resolution`: `native` or `input` (upsampled),
-    positive part only: signed explainers (gxi, agf) are scored on their evidence for the class, as
-    the paper-E measures are defined for non-negative salience."""
+def resolution_maps(arrays: dict, resolution: str, family: str) -> np.ndarray:
+    """The maps of an explanation file at `metrics.salience.resolution` (`native` or `input`, upsampled),
+    preprocessed as `family` declares (the paper-E families: positive part, `metrics.family_maps`)."""
     key = "native" if resolution == "native" else "maps"
     if key not in arrays:
         raise ValueError(f"explanation file has no '{key}' maps (made before native maps were stored); "
                          "rerun the explain step")
-    return np.maximum(arrays[key], 0)
+    return family_maps(arrays[key], family)
 
 
 @register("entropy")
 def entropy(ctx) -> pd.DataFrame:
     """(a) Entropy of every saved map, both forms, at `metrics.salience.resolution` (native: the
     explainer's own grid, as the reference's 7×7 Grad-CAM)."""
-    res = _settings(ctx)["resolution"]
-    out = []
-    for split in ctx.cfg["explain"]["splits"]:
-        for method in ctx.methods:
-            maps = torch.from_numpy(resolution_maps(ctx.explanation(ctx.seed, method, split), res)).float()
-            out.append(rows(method, split, "spatial_entropy", spatial_entropy(maps).numpy()))
-            out.append(rows(method, split, "histogram_entropy", histogram_entropy(maps).numpy()))
-    return pd.concat(out, ignore_index=True)
+    def score(b):
+        yield "spatial_entropy", spatial_entropy(b.relevance)
+        yield "histogram_entropy", histogram_entropy(b.relevance)
+
+    return over_maps(ctx, score, family="entropy", resolution=_settings(ctx)["resolution"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,9 +109,11 @@ def _batches(n: int, size: int):
 
 
 def _clean(ctx, method: str, n: int):
-    """Saved clean maps [n,H,W] (float16 on disk) and the targets they explain, first n test images."""
+    """Saved clean maps [n,H,W] (float16 on disk; preprocessed as the family declares) and the
+    targets they explain, first n test images."""
     arrays = ctx.explanation(ctx.seed, method, "test")
-    return torch.from_numpy(arrays["maps"][:n]).float().clamp_min(0), torch.from_numpy(arrays["targets"][:n]).long()
+    maps = family_maps(torch.from_numpy(arrays["maps"][:n]).float(), ctx.family)
+    return maps, torch.from_numpy(arrays["targets"][:n]).long()
 
 
 class _ReuseFeatures:
@@ -154,14 +152,35 @@ def _model(ctx):
     return _ReuseFeatures(ctx.model(ctx.seed).eval())
 
 
-def _setup(ctx, family: str):
-    """What every altered-image family starts from: settings, batch size, the model (sharing its
-    forward pass between explainers), device, the test images used, the explainers, their saved
-    clean maps and targets, and the explainer functions."""
-    data, n = _test_images(ctx, family)
-    methods = ctx.methods
-    return (_settings(ctx), ctx.cfg["explain"]["batch_size"], _model(ctx), ctx.device, data, n, methods,
-            {m: _clean(ctx, m, n) for m in methods}, {m: _explainer(ctx, m) for m in methods})
+class Altered:
+    """The second driver, for the families that re-explain altered images (noise, equivariance,
+    degradation); `over_maps` drives the families that score saved maps. It holds the first test
+    images used (`metrics.salience.max_images`), the model (sharing its forward pass between
+    explainers), every scored explainer with its options and its saved clean maps and targets, and
+    walks the images in explain batches."""
+
+    def __init__(self, ctx, family: str):
+        self.data, self.n = _test_images(ctx, family)
+        self.ctx, self.settings, self.device = ctx, _settings(ctx), ctx.device
+        self.model, self.methods = _model(ctx), ctx.methods
+        self.clean = {m: _clean(ctx, m, self.n) for m in self.methods}
+        self.explainers = {m: _explainer(ctx, m) for m in self.methods}
+
+    def batches(self):
+        """(slice, images, labels, clean logits) per batch of explain.batch_size test images."""
+        for sl in _batches(self.n, self.ctx.cfg["explain"]["batch_size"]):
+            x = self.data.tensors(sl).to(self.device)
+            with torch.no_grad():
+                z0 = self.model(x)
+            yield sl, x, torch.from_numpy(self.data.labels[sl]).to(self.device), z0
+
+    def clean_map(self, method: str, sl: slice) -> torch.Tensor:
+        return self.clean[method][0][sl].to(self.device)
+
+    def explain(self, method: str, x, logits, sl: slice, native: bool = False):
+        """The map of altered images `x` (logits: the model's on them), as `_explain`."""
+        return _explain(self.explainers[method], self.model, x, logits, self.clean[method][1][sl].to(self.device),
+                        self.settings["target"], native)
 
 
 def _explainer(ctx, method: str):
@@ -234,29 +253,27 @@ def noise(ctx) -> pd.DataFrame:
     and on test (setting 'ood'; maps computed here for the predicted class, since the explain step
     may not cover ood).
     """
-    s, bs, model, dev, data, n, methods, clean, fns = _setup(ctx, "noise")
+    a = Altered(ctx, "noise")
+    s, model = a.settings, a.model
     gen = torch.Generator().manual_seed(s["noise_seed"])
     parts = defaultdict(list)
-    for sl in _batches(n, bs):
-        x = data.tensors(sl).to(dev)
-        uniforms = torch.rand((len(x), 2, *x.shape[1:]), generator=gen).to(dev)
-        with torch.no_grad():
-            z0 = model(x)
-        cls = _score_class(ctx, z0, torch.from_numpy(data.labels[sl]).to(dev))
+    for sl, x, labels, z0 in a.batches():
+        uniforms = torch.rand((len(x), 2, *x.shape[1:]), generator=gen).to(a.device)
+        cls = _score_class(ctx, z0, labels)
         for amount in s["noise_amounts"]:
             xn = salt_and_pepper(x, amount, uniforms)
             with torch.no_grad():
                 z = model(xn)
             _collect(parts, ("model", "test", "score", "s&p", amount), z.softmax(1).gather(1, cls[:, None])[:, 0])
             _collect(parts, ("model", "test", "prediction_changed", "s&p", amount), (z.argmax(1) != z0.argmax(1)).float())
-            for m in methods:
-                small, maps = _explain(fns[m], model, xn, z, clean[m][1][sl].to(dev), s["target"], native=True)
-                _collect(parts, (m, "test", "map_ssim", "s&p", amount), ssim(minmax(maps), minmax(clean[m][0][sl].to(dev))))
+            for m in a.methods:
+                small, maps = a.explain(m, xn, z, sl, native=True)
+                _collect(parts, (m, "test", "map_ssim", "s&p", amount), ssim(minmax(maps), minmax(a.clean_map(m, sl))))
                 _collect(parts, (m, "test", "spatial_entropy", "s&p", amount),
                          spatial_entropy(_entropy_maps(small, maps, s["resolution"])))
     if ctx.meta()["splits"].get("ood"):
         for split in ("test", "ood"):
-            _ood_side(ctx, model, ctx.split(split), s["max_images"], fns, parts)
+            _ood_side(ctx, model, ctx.split(split), s["max_images"], a.explainers, parts)
     else:
         print(f"noise: {ctx.dataset} has no ood split; ood-vs-test comparison skipped")
     return _frame(parts)
@@ -337,21 +354,18 @@ def equivariance(ctx) -> pd.DataFrame:
     224 px images). Setting = transform name. Also per image
     `prediction_changed` (the reference notebook's only printed outcome).
     """
-    s, bs, model, dev, data, n, methods, clean, fns = _setup(ctx, "equivariance")
-    h, w = data.images.shape[1:3]
+    a = Altered(ctx, "equivariance")
+    h, w = a.data.images.shape[1:3]
     parts = defaultdict(list)
-    for sl in _batches(n, bs):
-        x = data.tensors(sl).to(dev)
-        with torch.no_grad():
-            z0 = model(x)
-        for name, forward, back in geometric_transforms(h, w, s["shift_fraction"]):
+    for sl, x, _, z0 in a.batches():
+        for name, forward, back in geometric_transforms(h, w, a.settings["shift_fraction"]):
             xt = forward(x)
             with torch.no_grad():
-                z = model(xt)
+                z = a.model(xt)
             _collect(parts, ("model", "test", "prediction_changed", name, np.nan), (z.argmax(1) != z0.argmax(1)).float())
-            for m in methods:
-                maps, window = back(_explain(fns[m], model, xt, z, clean[m][1][sl].to(dev), s["target"]))
-                sim, rho = compare_maps(maps, clean[m][0][sl].to(dev), window)
+            for m in a.methods:
+                maps, window = back(a.explain(m, xt, z, sl))
+                sim, rho = compare_maps(maps, a.clean_map(m, sl), window)
                 _collect(parts, (m, "test", "map_ssim", name, np.nan), sim)
                 _collect(parts, (m, "test", "map_spearman", name, np.nan), rho)
     return _frame(parts)
@@ -391,7 +405,7 @@ def stability(ctx) -> pd.DataFrame:
     parts = defaultdict(list)
     for split in ctx.cfg["explain"]["splits"]:
         for method in ctx.methods:
-            maps = {seed: resolution_maps(ctx.explanation(seed, method, split), res) for seed in ctx.seeds}
+            maps = {seed: resolution_maps(ctx.explanation(seed, method, split), res, "stability") for seed in ctx.seeds}
             for a, b in combinations(ctx.seeds, 2):
                 if maps[a].shape != maps[b].shape:
                     raise ValueError(f"stability: {method}/{split} maps of seed {a} {maps[a].shape} and seed {b} "
@@ -508,16 +522,13 @@ def degradation(ctx) -> pd.DataFrame:
     class), `accuracy` (prediction == label) and per explainer `map_ssim` (map of the degraded
     image vs the clean map). Rows at level 0 hold the clean score and accuracy, where the curves start.
     """
-    s, bs, model, dev, data, n, methods, clean, fns = _setup(ctx, "degradation")
-    size_scale = min(data.images.shape[1:3]) / REF_SIZE
+    a = Altered(ctx, "degradation")
+    s = a.settings
+    size_scale = min(a.data.images.shape[1:3]) / REF_SIZE
     parts = defaultdict(list)
-    for sl in _batches(n, bs):
-        x = data.tensors(sl).to(dev)
-        labels = torch.from_numpy(data.labels[sl]).to(dev)
-        with torch.no_grad():
-            z0 = model(x)
+    for sl, x, labels, z0 in a.batches():
         cls = _score_class(ctx, z0, labels)
-        steps = {(m, mode): salience_steps(clean[m][0][sl].to(dev), mode) for m in methods for mode in ("background", "object")}
+        steps = {(m, mode): salience_steps(a.clean_map(m, sl), mode) for m in a.methods for mode in ("background", "object")}
         for (m, mode) in steps:
             _collect(parts, (m, "test", "score", mode, 0.0), z0.softmax(1).gather(1, cls[:, None])[:, 0])
             _collect(parts, (m, "test", "accuracy", mode, 0.0), (z0.argmax(1) == labels).float())
@@ -526,9 +537,9 @@ def degradation(ctx) -> pd.DataFrame:
             degraded = guided_blur(x, steps, size_scale * strength, s["degradation_levels"], plan)
             for (m, mode), xd in degraded.items():
                 with torch.no_grad():
-                    z = model(xd)
+                    z = a.model(xd)
                 _collect(parts, (m, "test", "score", mode, strength), z.softmax(1).gather(1, cls[:, None])[:, 0])
                 _collect(parts, (m, "test", "accuracy", mode, strength), (z.argmax(1) == labels).float())
-                maps = _explain(fns[m], model, xd, z, clean[m][1][sl].to(dev), s["target"])
-                _collect(parts, (m, "test", "map_ssim", mode, strength), ssim(minmax(maps), minmax(clean[m][0][sl].to(dev))))
+                maps = a.explain(m, xd, z, sl)
+                _collect(parts, (m, "test", "map_ssim", mode, strength), ssim(minmax(maps), minmax(a.clean_map(m, sl))))
     return _frame(parts)

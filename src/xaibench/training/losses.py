@@ -43,7 +43,7 @@ def human_map(masks: torch.Tensor, mode: str, width: float) -> torch.Tensor:
         return masks
     if mode == "outline":
         return outline_band(masks, max(1, round(width * min(masks.shape[-2:]) / 2)))
-    raise ValueError(f"train.salience.human_map must be mask or outline, got {mode!r}")
+    raise ValueError(f"train.cyborg.human_map must be mask or outline, got {mode!r}")
 
 
 def last_relu_input(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +57,7 @@ def last_relu_input(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     """
     relus = [m for m in model.trunk.modules() if isinstance(m, torch.nn.ReLU)]
     if not relus:
-        raise ValueError("train.salience.cam_features: pre_relu needs a ReLU in the model's trunk; use post_relu")
+        raise ValueError("train.cyborg.cam_features: pre_relu needs a ReLU in the model's trunk; use post_relu")
     store = {}
     handle = relus[-1].register_forward_pre_hook(lambda mod, args: store.__setitem__("f", args[0].clone()))
     try:
@@ -80,7 +80,7 @@ def cyborg(model, x, y, masks, cfg):
     """
     if masks is None:
         raise ValueError("the salience variant needs human masks, and this dataset has none")
-    sc = cfg["salience"]
+    sc = cfg["cyborg"]
     alpha = sc["alpha"]
     if sc["cam_features"] == "pre_relu":
         feats, logits = last_relu_input(model, x)
