@@ -86,7 +86,25 @@ EXPLAINERS = {
                         "heaviside_slope": 10.0, "ridge": 1.0, "eps": 1e-9, "normalise": "max", "precision": "float64"}},
     "proto": {"module": "xaibench.explain.prototypes", "needs": "prototype_layer",
               "options": {"prototype": "class_top", "upsample": True}},
+    # Controls (docs/sanity_checks.md): maps that ignore the model, scored by every map family as the
+    # floor of its table. `control` = the reference line each is (`reference_kind`).
+    "sobel": {"module": "xaibench.explain.controls", "options": {}, "control": "trivial"},
+    "random": {"module": "xaibench.explain.controls", "options": {"seed": 0}, "control": "chance"},
+    "constant": {"module": "xaibench.explain.controls", "options": {}, "control": "trivial"},
 }
+
+# Reference lines (docs/sanity_checks.md): the `baseline_*` maps that families score beside the
+# explainers (metrics/localization.py `baseline_maps`, over_maps `references`) and the control
+# explainers above are one notion: a line a real explainer must beat. "chance" (random maps),
+# "oracle" (the ground-truth mask: the ceiling) or "trivial" (constant, centred blob, edges).
+BASELINE_REFERENCES = {"baseline_random": "chance", "baseline_oracle": "oracle",
+                       "baseline_uniform": "trivial", "baseline_gaussian": "trivial"}
+
+
+def reference_kind(method: str) -> str | None:
+    """"chance", "oracle" or "trivial" when `method` is a reference line (a family's `baseline_*` map or
+    a control explainer), else None (a real explainer, or "model" for the model's own rows)."""
+    return BASELINE_REFERENCES.get(method) or EXPLAINERS.get(method, {}).get("control")
 
 # Paper B's image generators (featviz.methods), options as for explainers (featviz.options.{name}).
 _TRANSFORMS = {"transform": True, "jitters": [0.0625, 0.03125],
@@ -249,6 +267,11 @@ FAMILIES = {
     "perclass": {"scope": "model", "maps": "positive", "needs": ["models"], "module": "xaibench.metrics.perclass",
                  "applies_to": "plain_layers",
                  "metrics": {"mass_on_explained": "higher", "mass_on_other": "lower", "object_preference": "higher"}},
+    # Sanity check (Adebayo et al. 2018; docs/sanity_checks.md): maps of the model with its layers
+    # re-initialised against the original's. Lower similarity is better: the map depends on the weights.
+    "randomisation": {"scope": "model", "maps": "positive", "needs": ["models"], "module": "xaibench.metrics.randomisation",
+                      "metrics": {"randomised_spearman": "lower", "randomised_ssim": "lower", "complexity_rise": "higher",
+                                  "spearman": "lower", "ssim": "lower", "prediction_changed": "none"}},
 }
 
 
