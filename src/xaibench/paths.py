@@ -58,6 +58,11 @@ def tables(dataset: str) -> Path:
     return RESULTS / "tables" / dataset
 
 
+def leaderboard(dataset: str, ext: str = "csv") -> Path:
+    """The leaderboard of a dataset: long-form .csv (with the config hash and commit) and .md."""
+    return RESULTS / "leaderboard" / f"{dataset}.{ext}"
+
+
 def log(step: str, *parts: str) -> Path:
     """A job's log: results/logs/{step}/{parts...}.log (wildcard patterns welcome)."""
     return RESULTS / "logs" / step / Path(*parts).with_suffix(".log") if parts else RESULTS / "logs" / f"{step}.log"

@@ -27,10 +27,11 @@ from typing import Iterator
 import pandas as pd
 import torch
 
+from .. import catalog
 from .. import explain as ex
 from . import family_maps, register
-from .salience import _collect, _explainer, _frame, _score_class, histogram_entropy
-from .similarity import minmax, spearman, ssim
+from .salience import _collect, _explainer, _frame, _ReuseFeatures, _score_class, histogram_entropy
+from .similarity import minmax, rank_correlation, ranks, ssim
 
 ORDERS = ("cascading", "independent")
 
@@ -76,9 +77,21 @@ def smoothed(fn, samples: int, noise: float, seed: int):
     return mean_map
 
 
+class Reference:
+    """The original maps [B,H,W] of one explainer, ranked and min-max scaled once for every comparison."""
+
+    def __init__(self, maps: torch.Tensor):
+        self.maps, self.ranks, self.scaled = maps, ranks(maps.flatten(1)), minmax(maps)
+
+    def similarities(self, other: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Spearman (as similarity.spearman) and SSIM (min-max scaled, data range 1) of `other` against
+        the original maps, image by image."""
+        return {"spearman": rank_correlation(ranks(other.flatten(1)), self.ranks),
+                "ssim": ssim(minmax(other), self.scaled)}
+
+
 def similarities(original: torch.Tensor, other: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Spearman and SSIM (min-max scaled, data range 1) of maps [B,H,W], image by image."""
-    return {"spearman": spearman(other, original), "ssim": ssim(minmax(other), minmax(original))}
+    return Reference(original).similarities(other)
 
 
 def complexity_rise(original: torch.Tensor, randomised_maps: torch.Tensor) -> torch.Tensor:
@@ -100,8 +113,11 @@ def randomisation(ctx) -> pd.DataFrame:
     fns = {m: smoothed(_explainer(ctx, m), s["smooth_samples"], s["smooth_noise"], s["seed"]) for m in ctx.methods}
 
     def maps(net, x, targets):
-        return {m: family_maps(ex.upsample(fn(net, x, targets).detach().float(), x.shape[-2:]), ctx.family)
-                for m, fn in fns.items()}
+        """Every explainer's maps; `net` (a _ReuseFeatures) has just classified x, so the explainers reuse
+        its features, except AGF, whose rule table walks the plain model."""
+        plain = {m: catalog.EXPLAINERS[m].get("needs") == "plain_layers" for m in fns}
+        return {m: family_maps(ex.upsample(fn(net.model if plain[m] else net, x, targets).detach().float(),
+                                           x.shape[-2:]), ctx.family) for m, fn in fns.items()}
 
     top = len(layers(model))
     parts = defaultdict(list)
@@ -109,20 +125,21 @@ def randomisation(ctx) -> pd.DataFrame:
         sl = slice(i, min(i + ctx.cfg["explain"]["batch_size"], n))
         x = data.tensors(sl).to(ctx.device)
         with torch.no_grad():
-            z0 = model(x)
+            z0 = (net := _ReuseFeatures(model))(x)
         targets = _score_class(ctx, z0, torch.from_numpy(data.labels[sl]).to(ctx.device))
-        clean = maps(model, x, targets)
+        clean = {m: Reference(v) for m, v in maps(net, x, targets).items()}
         for order in s["orders"]:
-            for k, _, net in randomised(model, order, s["seed"]):
+            for k, _, rand in randomised(model, order, s["seed"]):
                 with torch.no_grad():
-                    changed = (net(x).argmax(1) != z0.argmax(1)).float()
+                    changed = ((net := _ReuseFeatures(rand))(x).argmax(1) != z0.argmax(1)).float()
                 _collect(parts, ("model", "test", "prediction_changed", order, float(k)), changed)
                 full = order == "cascading" and k == top  # every layer re-initialised: the summary rows
                 for m, after in maps(net, x, targets).items():
-                    for metric, values in similarities(clean[m], after).items():
+                    for metric, values in clean[m].similarities(after).items():
                         _collect(parts, (m, "test", metric, order, float(k)), values)
                         if full:
                             _collect(parts, (m, "test", f"randomised_{metric}", "", float("nan")), values)
                     if full:
-                        _collect(parts, (m, "test", "complexity_rise", "", float("nan")), complexity_rise(clean[m], after))
+                        _collect(parts, (m, "test", "complexity_rise", "", float("nan")),
+                                 complexity_rise(clean[m].maps, after))
     return _frame(parts)
