@@ -120,7 +120,7 @@ def test_a_preset_run_and_dvc_repro_keep_apart(tmp_path):
     """A preset names its run (`run: smoke`): its data lives in runs/smoke/, so `dvc repro` of the default
     run leaves it byte-identical and the preset's next run finds nothing to do (they overwrote each other)."""
     from .helpers import copy_workflow
-    root = copy_workflow(tmp_path / "wf", preset=None)
+    root = copy_workflow(tmp_path / "wf")  # params.yaml: the smoke sizes as this copy's default run (fast)
     run("git init -q && git config user.email t@t && git config user.name t && dvc init -q && git add -A"
         " && git commit -qm wf", root)
     smoke = ["--configfile", "presets/smoke.yaml"]

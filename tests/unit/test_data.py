@@ -132,7 +132,7 @@ def _tree(root, sizes=((20, 20),) * 3, classes=("cat", "dog"), masks=True):
 def _folder_cfg(root, masks=True):
     return config.validate({"datasets": ["folder"], "data": {"image_size": 16, "folder": {
         "root": str(root / "images"), "masks": str(root / "masks") if masks else None,
-        "val_fraction": 0.34, "test_fraction": 0.34}}})["data"]
+        "val_fraction": 0.34, "test_fraction": 0.34}}, "metrics": {"families": ["accuracy"]}})["data"]
 
 
 def test_folder_reads_tree_with_masks(tmp_path):

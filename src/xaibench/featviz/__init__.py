@@ -59,7 +59,7 @@ def generate_prototypes(cfg: dict, model: torch.nn.Module, meta: dict, seed: int
 def draw_grid(arrays: dict[str, np.ndarray], path: str | Path, title: str = "", dpi: int = 150) -> Path:
     """PNG grid: one row per class, one column per method; each tile framed red if the model does not
     classify the image as its class."""
-    from ..figures import mosaic, plt  # matplotlib only when drawing
+    from ..drawing import mosaic, plt  # matplotlib only when drawing
     from ..io import atomic_path
     methods, classes = [str(m) for m in arrays["methods"]], [str(c) for c in arrays["classes"]]
     tiles = [[_tile(arrays[m][c], arrays[f"{m}_logits"][c].argmax() != c) for m in methods] for c in range(len(classes))]
@@ -72,5 +72,5 @@ def draw_grid(arrays: dict[str, np.ndarray], path: str | Path, title: str = "", 
 
 
 def _tile(image: np.ndarray, wrong: bool) -> np.ndarray:
-    from ..figures import tile
+    from ..drawing import tile
     return tile(np.transpose(image, (1, 2, 0)), border="red" if wrong else None)

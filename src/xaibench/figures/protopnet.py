@@ -120,7 +120,7 @@ def protopnet_gallery(cfg, dataset):
     import torch
 
     from ..data import read_meta, read_split
-    from ..explain.prototypes import activation_region, upsample_bicubic
+    from ..models.protopnet import activation_region, upsample_bicubic
     from ..metrics.misalignment import benchmark
     from ..training.fit import load_model
 

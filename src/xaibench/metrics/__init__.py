@@ -154,6 +154,7 @@ def over_maps(ctx: Context, score: Callable[[Batch], Iterable[Score]], *, family
     `score` raw (`batch.maps`) and preprocessed as the family declares (`batch.relevance`).
     """
     references = references or {}
+    ctx.family = family  # what `ctx.methods` and `batch.relevance` follow, also when a family is called directly
     out = []
     for split in ctx.cfg["explain"]["splits"]:
         data = ctx.split(split)

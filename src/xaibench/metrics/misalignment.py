@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ROW_COLUMNS, register, rows
-from ..explain.prototypes import activation_region, box_mask, upsample_bicubic
+from ..models.protopnet import activation_region, box_mask, upsample_bicubic
 
 KINDS = ("noise", "pgd")
 ATTACKS = ("top_proto", "gt_protos")

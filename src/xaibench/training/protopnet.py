@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .. import paths
 from ..data import read_meta, read_split
-from ..explain.prototypes import activation_region, upsample_bicubic
+from ..models.protopnet import activation_region, upsample_bicubic
 from ..io import atomic_path
 from ..models.protopnet import build
 from ..progress import Progress
