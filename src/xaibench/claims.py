@@ -77,7 +77,7 @@ def group_values(run: Run, spec: dict, group: dict) -> pd.Series:
     by = cluster_column(family)
     values = d.groupby([by, "image"])["value"].mean()
     n = run.split_sizes().get(spec["split"])
-    if family == "accuracy" and spec["metric"] != "max_softmax" and n:
+    if family == "accuracy" and spec["metric"] != "max_softmax" and n and not values.empty:
         values = pd.concat({c: pd.Series(np.arange(n) < round(p * n), dtype=float)
                             for (c, _), p in values.items()}, names=[by, "image"])
     return values
@@ -265,6 +265,11 @@ def interval(low, high) -> str:
     return "—" if pd.isna(low) else f"[{low:.3g}, {high:.3g}]"
 
 
+def _texts(claims: pd.DataFrame) -> pd.DataFrame:
+    """Empty text cells read back from the CSV as NaN become empty strings again."""
+    return claims.fillna({c: "" for c in ("reason", "validity", "per_seed")})
+
+
 def counts(rows: pd.DataFrame) -> dict:
     return {v: int((rows.verdict == v).sum()) for v in VERDICTS}
 
@@ -292,7 +297,7 @@ def headline(cfg: dict, claims: pd.DataFrame) -> dict:
 def markdown(claims: pd.DataFrame) -> str:
     """The claims table as markdown (results/tables/{dataset}/claims.md, the block in docs/results.md)."""
     lines = []
-    for dataset, rows in claims.groupby("dataset", sort=False):
+    for dataset, rows in _texts(claims).groupby("dataset", sort=False):
         level = f"{rows.confidence.iloc[0]:.0%}"
         tally = ", ".join(f"{n} {v}" for v, n in counts(rows).items())
         lines += [f"**{dataset}**: {len(rows)} claims: {tally}. Effect = a − b (or a alone), {level} "
@@ -312,18 +317,19 @@ def markdown(claims: pd.DataFrame) -> str:
 
 
 def terminal(claims: pd.DataFrame, width: int = 100) -> str:
-    """The claims table for a terminal: one line per claim, cut to `width` columns."""
+    """The claims table for a terminal, `width` columns wide: one line per claim, its reason wrapped below."""
+    import textwrap
     lines = []
-    for dataset, rows in claims.groupby("dataset", sort=False):
+    for dataset, rows in _texts(claims).groupby("dataset", sort=False):
         tally = ", ".join(f"{n} {v}" for v, n in counts(rows).items() if n)
         level = f"{rows.confidence.iloc[0]:.0%} CI"
         lines += [f"{dataset}: {len(rows)} claims ({tally})",
-                  f"{'claim':<30}{'effect':>8}  {level:<20}{'seeds':>5}  {'verdict':<15} reason"]
+                  f"{'claim':<32}{'effect':>9}  {level:<24}{'seeds':>6}  verdict"]
         for r in rows.itertuples():
             seeds = f"{r.seeds_agreeing}/{r.n_seeds}" if r.n_seeds else "—"
-            line = (f"{r.claim:<30.30}{number(r.effect):>8}  {interval(r.ci_low, r.ci_high):<20.20}{seeds:>5}  {r.verdict:<15} "
-                    f"{r.reason}").rstrip()
-            lines.append(line if len(line) <= width else line[:width - 1] + "…")
+            lines.append(f"{r.claim:<32.32}{number(r.effect):>9}  {interval(r.ci_low, r.ci_high):<24.24}{seeds:>6}  "
+                         f"{r.verdict}")
+            lines += textwrap.wrap(r.reason, width, initial_indent="    ", subsequent_indent="    ")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
