@@ -378,12 +378,12 @@ KEYS = ["dataset", "family", "metric", "split", "setting", "levels", "variant", 
 def compare(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B"), width: int = 100) -> str:
     """Two leaderboards side by side: every cell both have, A's and B's shown value and B − A; '*' where
     the two intervals do not overlap."""
-    lines = [f"{n}: config {t.config_hash.iloc[0] if len(t) else '?'}, commit {t.commit.iloc[0] if len(t) else '?'}"
-             for n, t in zip(names, (a, b))]
+    lines = [f"{s} = {n}: config {t.config_hash.iloc[0] if len(t) else '?'}, commit {t.commit.iloc[0] if len(t) else '?'}"[:width]
+             for s, n, t in zip("AB", names, (a, b))]
     both = a.merge(b, on=KEYS, suffixes=("_a", "_b"))
     only = len(a) + len(b) - 2 * len(both)
     lines += [f"{len(both)} cells in both" + (f"; {only} in one only" if only else ""), "",
-              f"{'column':<30}{'pair':<28}{names[0]:>12}{names[1]:>12}{'B − A':>9}"]
+              f"{'column':<30}{'pair':<28}{'A':>12}{'B':>12}{'B − A':>9}"]
     for r in both.itertuples():
         cell = {s: SimpleNamespace(**{k: getattr(r, f"{k}_{s}") for k in ("scale", "score", "score_low", "score_high",
                                                                            "value", "value_low", "value_high")})
@@ -391,6 +391,8 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B"), width: int = 100
         (xa, la, ha), (xb, lb, hb) = (shown(cell[s]) for s in "ab")
         apart = "*" if not (pd.isna(la) or pd.isna(lb)) and (lb > ha or la > hb) else ""
         col = f"{r.family}: {r.metric}"
-        line = (f"{col[:29]:<30}{f'{r.variant} / {r.method}'[:27]:<28}{xa:>12.3g}{xb:>12.3g}{xb - xa:>+9.3g}{apart}")
+        diff = num(xb - xa)
+        diff = diff if diff.startswith("-") else "+" + diff
+        line = f"{col[:29]:<30}{f'{r.variant} / {r.method}'[:27]:<28}{num(xa):>12}{num(xb):>12}{diff:>9}{apart}"
         lines.append(line[:width])
     return "\n".join(lines) + "\n"

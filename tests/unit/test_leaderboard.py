@@ -109,7 +109,7 @@ def test_step_writes_the_same_bytes_prints_within_100_columns_and_compares(proje
     table = lb.read(paths.leaderboard("shapes"))
     assert list(table.columns) == lb.COLUMNS and table.setting.eq("").all() and "1" in set(table["rank"])
     other = paths.RESULTS / "other.csv"
-    table.assign(value=table.value + 0.5, config_hash="0" * 12).to_csv(other, index=False)
+    table.assign(value=table.value + 0.5, score=table.score + 0.5, config_hash="0" * 12).to_csv(other, index=False)
     assert main(["leaderboard", "--compare", str(paths.leaderboard("shapes")), str(other), "--config", settings]) == 0
     text = capsys.readouterr().out
     assert f"config {'0' * 12}" in text and "+0.5" in text and max(map(len, text.splitlines())) <= 100
