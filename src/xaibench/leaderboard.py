@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import catalog, paths, stats
-from .claims import Run, cluster_column, cluster_seeds, group_values
+from .claims import Run, group_values
 from .io import read_table
 from .tidy import select
 
@@ -80,25 +80,27 @@ def unit_values(run: Run, spec: dict, variant: str, method: str) -> pd.Series:
     table = run.table(spec["family"])
     parts = {v: group_values(run, spec, {"variant": v, "method": method})
              for v in table[table.method == method].variant.unique()}
-    return pd.concat({(v, u): s.droplevel(0) for v, s in parts.items() for u, s in s.groupby(level=0)},
+    return pd.concat({(v, u): one.droplevel(0) for v, values in parts.items() for u, one in values.groupby(level=0)},
                      names=["variant", "unit", "image"]) if parts else pd.Series(dtype=float)
+
+
+def headline_rows(run: Run, spec: dict) -> pd.DataFrame:
+    """The family's rows under the column's filters (split, metric, setting, levels)."""
+    table = run.table(spec["family"])
+    return select(table[(table.split == spec["split"]) & (table.metric == spec["metric"])], spec["setting"], spec["levels"])
 
 
 def references(run: Run, spec: dict) -> dict[str, str] | None:
     """{"chance": method, "oracle": method} when the family scores both lines under the headline's
     filters (a family's own `baseline_*` map before a control explainer), else None."""
-    table = run.table(spec["family"])
-    d = select(table[(table.split == spec["split"]) & (table.metric == spec["metric"])], spec["setting"], spec["levels"])
-    methods = sorted(d.method.unique(), key=lambda m: m not in catalog.BASELINE_REFERENCES)
+    methods = sorted(headline_rows(run, spec).method.unique(), key=lambda m: m not in catalog.BASELINE_REFERENCES)
     lines = {k: next((m for m in methods if catalog.reference_kind(m) == k), None) for k in ("chance", "oracle")}
     return lines if all(lines.values()) else None
 
 
 def pairs(run: Run, spec: dict) -> list[tuple[str, str]]:
     """The (variant, method) rows of a column: the pairs the family scored, references pooled."""
-    table = run.table(spec["family"])
-    d = select(table[(table.split == spec["split"]) & (table.metric == spec["metric"])], spec["setting"], spec["levels"])
-    found = d[["variant", "method"]].drop_duplicates()
+    found = headline_rows(run, spec)[["variant", "method"]].drop_duplicates()
     out = [(v, m) for v, m in found.itertuples(index=False) if kind(m) != "reference"]
     return out + [(POOLED, m) for m in sorted(found.method.unique()) if kind(m) == "reference"]
 
@@ -121,7 +123,7 @@ def column(run: Run, family: str, settings: dict) -> pd.DataFrame:
     lines = references(run, spec)
     scale = model_lines(run, spec, lines) if lines else {}
     rows = []
-    for variant, method in pairs(run, spec):
+    for variant, method in pairs(run, spec):  # none: the family scored nothing under the headline's filters
         values = unit_values(run, spec, variant, method)
         pooled = variant == POOLED
         units = dict(iter(values.groupby(level=[0, 1] if pooled else 0)))
@@ -135,6 +137,8 @@ def column(run: Run, family: str, settings: dict) -> pd.DataFrame:
         rows.append({"variant": variant, "method": method, "kind": kind(method), "n_units": len(units),
                      "value": value[0], "value_low": value[1], "value_high": value[2],
                      "score": score[0], "score_low": score[1], "score_high": score[2]})
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
     direction = catalog.direction(family, spec["metric"])
     out = pd.DataFrame(rows).assign(
         dataset=run.dataset, paper=catalog.FAMILIES[family].get("paper", "other"), family=family, metric=spec["metric"],
