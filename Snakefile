@@ -51,6 +51,7 @@ include: "rules/models.smk"
 include: "rules/measure.smk"
 include: "rules/claims.smk"
 include: "rules/figures.smk"
+include: "rules/leaderboard.smk"
 
 
 # Phase targets (what dvc.yaml's stages call). Each names every file of its phase, not only the last

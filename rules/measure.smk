@@ -63,7 +63,7 @@ rule summary:
         claims=str(paths.CLAIMS),
     output:
         headline=kept(str(paths.SUMMARY)),
-        detail=kept(str(paths.SUMMARY_DETAIL)),
+        detail=kept(str(paths.METRICS_SUMMARY)),
     params:
         settings=spec("summary"),
     log:

@@ -25,6 +25,10 @@ signed explainers such as gxi and agf are scored on it), `signed` = as the expla
 and thresholds that use the sign: deletion, paper D's tests, whose own settings choose).
 Family metrics: metric name -> score direction, "higher" or "lower" is better, or "none" where the
 measure describes rather than ranks (figures and tables take arrows and sort orders from it).
+Family `paper`: the paper(s) whose measure it is (the leaderboard's column groups; "sanity" for the
+sanity checks). Family `headline`: its leaderboard column, "metric" or "metric:key=value,..." with the
+filters split (default test), setting ("" = rows without one, the default; "*" = every non-empty one)
+and levels ("all" or "positive"); without one, the first metric that has a direction (`headline`).
 """
 from __future__ import annotations
 
@@ -88,7 +92,25 @@ EXPLAINERS = {
                         "heaviside_slope": 10.0, "ridge": 1.0, "eps": 1e-9, "normalise": "max", "precision": "float64"}},
     "proto": {"module": "xaibench.explain.prototypes", "needs": "prototype_layer",
               "options": {"prototype": "class_top", "upsample": True}},
+    # Controls (docs/sanity_checks.md): maps that ignore the model, scored by every map family as the
+    # floor of its table. `control` = the reference line each is (`reference_kind`).
+    "sobel": {"module": "xaibench.explain.controls", "options": {}, "control": "trivial"},
+    "random": {"module": "xaibench.explain.controls", "options": {"seed": 0}, "control": "chance"},
+    "constant": {"module": "xaibench.explain.controls", "options": {}, "control": "trivial"},
 }
+
+# Reference lines (docs/sanity_checks.md): the `baseline_*` maps that families score beside the
+# explainers (metrics/localization.py `baseline_maps`, over_maps `references`) and the control
+# explainers above are one notion: a line a real explainer must beat. "chance" (random maps),
+# "oracle" (the ground-truth mask: the ceiling) or "trivial" (constant, centred blob, edges).
+BASELINE_REFERENCES = {"baseline_random": "chance", "baseline_oracle": "oracle",
+                       "baseline_uniform": "trivial", "baseline_gaussian": "trivial"}
+
+
+def reference_kind(method: str) -> str | None:
+    """"chance", "oracle" or "trivial" when `method` is a reference line (a family's `baseline_*` map or
+    a control explainer), else None (a real explainer, or "model" for the model's own rows)."""
+    return BASELINE_REFERENCES.get(method) or EXPLAINERS.get(method, {}).get("control")
 
 # Paper B's image generators (featviz.methods), options as for explainers (featviz.options.{name}).
 _TRANSFORMS = {"transform": True, "jitters": [0.0625, 0.03125],
@@ -176,8 +198,9 @@ def featviz_models(cfg: dict) -> list[tuple[str, int]]:
 
 def figures_for(cfg: dict) -> list[str]:
     """Figures this configuration can draw: those whose needs (families, explanations, generated
-    prototypes, the claims table) are all computed and, where a figure names variants, one of them is trained."""
-    have = set(cfg["metrics"]["families"]) | {"explanations", "claims"} | ({"generated_images"} if featviz_models(cfg) else set())
+    prototypes, the claims table, the leaderboard) are all computed and, where a figure names variants, one of
+    them is trained."""
+    have = set(cfg["metrics"]["families"]) | {"explanations", "claims", "leaderboard"} | ({"generated_images"} if featviz_models(cfg) else set())
     variants = set(cfg["train"]["variants"])
     return [name for name, spec in FIGURES.items()
             if set(spec["needs"]) <= have and set(spec.get("variants", variants)) & variants]
@@ -212,52 +235,74 @@ def arrow(family: str, metric: str) -> str:
     return {"higher": " ↑", "lower": " ↓"}.get(direction(family, metric), "")
 
 
+def headline(family: str) -> dict:
+    """A family's leaderboard column: metric, split, setting, levels (from its `headline` entry)."""
+    entry = FAMILIES[family]
+    metrics = entry["metrics"]
+    spec = entry.get("headline") or next((m for m, d in metrics.items() if d != "none"), next(iter(metrics)))
+    metric, _, filters = spec.partition(":")
+    out = {"metric": metric, "split": "test", "setting": "", "levels": "all"}
+    for item in filter(None, filters.split(",")):
+        key, _, value = item.partition("=")
+        if key not in out or key == "metric":
+            raise ValueError(f"catalog.FAMILIES[{family!r}]['headline']: unknown filter {key!r}; use split, setting, levels")
+        out[key] = value
+    if metric not in metrics:
+        raise ValueError(f"catalog.FAMILIES[{family!r}]['headline']: {metric!r} is not one of its metrics")
+    return out
+
+
 FAMILIES = {
-    "accuracy": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.accuracy",
+    "accuracy": {"paper": "all", "headline": "accuracy", "scope": "model", "needs": ["models"], "module": "xaibench.metrics.accuracy",
                  "metrics": {"accuracy": "higher", "follows_cue": "lower", "cue_changes_prediction": "lower",
                              "max_softmax": "none"}},
-    "localization": {"scope": "model", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.localization",
+    "localization": {"paper": "C/D/E", "headline": "relevance_mass", "scope": "model", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.localization",
                      "metrics": {"pointing_game": "higher", "relevance_mass": "higher", "pixel_ap": "higher",
                                  "mass_on_target_object": "higher", "mass_on_other_object": "lower",
                                  # relevance on the cue patch: high is faithful for a cue-following model
                                  "cue_mass": "none"}},
-    "entropy": {"scope": "model", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.salience",
+    "entropy": {"paper": "E", "headline": "spatial_entropy", "scope": "model", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.salience",
                 "metrics": {"spatial_entropy": "lower", "histogram_entropy": "lower"}},
-    "noise": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "noise": {"paper": "E", "headline": "map_ssim:setting=s&p,levels=positive", "scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
               "metrics": {"map_ssim": "none", "spatial_entropy": "none", "histogram_entropy": "none",
                           "score": "none", "prediction_changed": "none", "max_softmax": "lower"}},
-    "equivariance": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "equivariance": {"paper": "E", "headline": "map_ssim:setting=*", "scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
                      "metrics": {"map_ssim": "higher", "map_spearman": "higher", "prediction_changed": "lower"}},
     # min_native_side: the SSIM window needs maps at least this big (at metrics.salience.resolution: native)
-    "stability": {"scope": "variant", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.salience", "min_native_side": 3,
+    "stability": {"paper": "E", "headline": "map_ssim:setting=*", "scope": "variant", "maps": "positive", "needs": ["explanations"], "module": "xaibench.metrics.salience", "min_native_side": 3,
                   "metrics": {"map_ssim": "higher", "map_spearman": "higher"}},
-    "degradation": {"scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
+    "degradation": {"paper": "E", "headline": "map_ssim:setting=object,levels=positive", "scope": "model", "maps": "positive", "needs": ["models", "explanations"], "module": "xaibench.metrics.salience",
                     "metrics": {"score": "none", "accuracy": "none", "map_ssim": "none"}},
-    "deletion": {"scope": "model", "maps": "signed", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
+    "deletion": {"paper": "C", "headline": "deletion_auc", "scope": "model", "maps": "signed", "needs": ["models", "explanations"], "module": "xaibench.metrics.deletion",
                  "metrics": {"deletion_auc": "lower", "deletion_auc_accuracy": "lower",
                              "target_probability": "none", "accuracy": "none"}},
-    "misalignment": {"scope": "model", "needs": ["models"], "module": "xaibench.metrics.misalignment",
+    "misalignment": {"paper": "A", "headline": "PAC:setting=pgd", "scope": "model", "needs": ["models"], "module": "xaibench.metrics.misalignment",
                      "applies_to": "prototype_layer",
                      "metrics": {"PAC": "lower", "PRC": "lower", "PLC": "lower", "AC": "lower",
                                  "accuracy_before": "higher", "accuracy_after": "higher"}},
     # Paper B: activation paths of generated images (featviz methods) and of natural images
     # (method "natural", leave-one-out) against their class mean; cue strength of generated images.
     # Rows only for the models selected in `featviz` (variants × seeds); others write none.
-    "activations": {"scope": "model", "needs": ["models", "generated_images"], "module": "xaibench.metrics.activations",
+    "activations": {"paper": "B", "headline": "spearman:setting=*", "scope": "model", "needs": ["models", "generated_images"], "module": "xaibench.metrics.activations",
                     "metrics": {"spearman": "higher", "l1": "lower", "share_spearman": "higher", "share_l1": "higher",
                                 "classified": "higher", "cue_colour_strength": "none",
                                 "cue_colour_strength_image": "none", "cue_logit_drop": "none"}},
     # paper D (AGF): on the models AGF applies to (plain layers), beside its baselines
-    "perturbation": {"scope": "model", "maps": "signed", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
+    "perturbation": {"paper": "D", "headline": "positive_auc:setting=predicted", "scope": "model", "maps": "signed", "needs": ["models", "explanations"], "module": "xaibench.metrics.perturbation",
                      "applies_to": "plain_layers",
                      "metrics": {"positive_auc": "lower", "negative_auc": "higher",
                                  "positive_accuracy": "none", "negative_accuracy": "none"}},
-    "segmentation": {"scope": "model", "maps": "signed", "needs": ["explanations"], "module": "xaibench.metrics.segmentation",
+    "segmentation": {"paper": "D", "headline": "miou", "scope": "model", "maps": "signed", "needs": ["explanations"], "module": "xaibench.metrics.segmentation",
                      "applies_to": "plain_layers",
                      "metrics": {"pixel_accuracy": "higher", "miou": "higher", "map": "higher", "map_continuous": "higher"}},
-    "perclass": {"scope": "model", "maps": "positive", "needs": ["models"], "module": "xaibench.metrics.perclass",
+    "perclass": {"paper": "D", "headline": "object_preference:split=pairs,setting=second", "scope": "model", "maps": "positive", "needs": ["models"], "module": "xaibench.metrics.perclass",
                  "applies_to": "plain_layers",
                  "metrics": {"mass_on_explained": "higher", "mass_on_other": "lower", "object_preference": "higher"}},
+    # Sanity check (Adebayo et al. 2018; docs/sanity_checks.md): maps of the model with its layers
+    # re-initialised against the original's. Lower similarity is better: the map depends on the weights.
+    "randomisation": {"paper": "sanity", "headline": "randomised_spearman", "scope": "model", "maps": "positive", "needs": ["models"], "module": "xaibench.metrics.randomisation",
+                      "metrics": {"randomised_spearman": "lower", "randomised_ssim": "lower", "complexity_rise": "higher",
+                                  "spearman": "lower", "ssim": "lower", "prediction_changed": "none"}},
 }
 
 
@@ -378,7 +423,7 @@ SALIENCE_SUMMARY = [
      for mode in ("background", "object")]
 
 
-# Figure needs: metric families (their tidy tables), "explanations" and/or "claims"; an optional "variants"
+# Figure needs: metric families (their tidy tables), "explanations", "claims" and/or "leaderboard"; an optional "variants"
 # list means the figure is drawn only when one of those training variants is configured; "table"
 # means it also writes results/tables/{dataset}/{name}.md and .csv; "cost" is its drawing time
 # relative to a plain chart (default 1, measured on the smoke run), so `figure_parts` can give the two
@@ -386,6 +431,12 @@ SALIENCE_SUMMARY = [
 # fail the learnability gate (and reads the accuracy table for that, `figure_reads`). Each figure's caption (what it shows, for the report) is
 # report/captions/{name}.rst.
 FIGURES = {
+    # Every (variant, explainer) pair against each family's headline (results/leaderboard/; the report's front page).
+    "leaderboard": {
+        "module": "xaibench.figures.leaderboard",
+        "needs": ["leaderboard"],
+        "table": True,
+    },
     # The verdicts on CLAIMS (results/claims.csv); its table opens the report (report/workflow.rst).
     "claims": {
         "module": "xaibench.figures.claims",

@@ -20,7 +20,6 @@ from .io import load_json, read_table
 from .tidy import select
 
 ORACLE, CHANCE = "baseline_oracle", "baseline_random"
-TRIVIAL = ("baseline_uniform", "baseline_gaussian", "sobel")  # trivial maps: constant, centred blob, edges
 UNTESTABLE = "untestable here"
 VERDICTS = ("supported", "contradicted", "inconclusive", UNTESTABLE)
 COLUMNS = ["dataset", "claim", "paper", "statement", "comparison", "predicts", "margin", "effect", "ci_low", "ci_high",
@@ -128,8 +127,10 @@ def validity(run: Run, spec: dict, models: pd.DataFrame) -> dict:
                         seed=run.settings["seed"])
     out = {"discrimination": boot["effect"], "discrimination_low": boot["low"], "discrimination_high": boot["high"]}
     model_means = per_image.groupby(["method", "variant", "seed"]).mean().groupby("method").mean()
-    explainers = model_means[[m for m in model_means.index if not m.startswith("baseline_") and m not in TRIVIAL]]
-    trivial = model_means[[m for m in model_means.index if m in TRIVIAL]]
+    # reference lines (catalog.reference_kind): baseline maps and control explainers alike; trivial ones
+    # are the constant, centred-blob and edge maps
+    explainers = model_means[[m for m in model_means.index if catalog.reference_kind(m) is None]]
+    trivial = model_means[[m for m in model_means.index if catalog.reference_kind(m) == "trivial"]]
     why = ""
     if boot["low"] <= 0:
         why = (f"oracle does not beat chance (oracle − chance {boot['effect']:+.3g}, "

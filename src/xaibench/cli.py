@@ -19,6 +19,7 @@ EPILOG = """steps, in pipeline order:
   measure   write per-image rows of one metric family for one model (or all seeds of a variant)
   aggregate combine per-model rows into the tidy results/metrics/{dataset}/{family}.csv
   claims    test every paper's claim: results/claims.csv (verdicts) and results/validity.csv
+  leaderboard  every (variant, explainer) pair x each family's headline: results/leaderboard/{dataset}.csv, .md
   summary   headline numbers (verdicts, claim effects, accuracies) into results/summary.json (DVC
             metrics) and every family's numbers into results/metrics_summary.json
   discrimination  print a family's oracle-minus-chance index per metric from per-image rows (not a rule)
@@ -182,6 +183,24 @@ def cmd_claims(args, cfg):
         print(f"{path}: claims table updated")
 
 
+def cmd_leaderboard(args, cfg):
+    """Compute the leaderboard (--compute) or read it, and print it; or lay two runs' CSVs side by side."""
+    from . import leaderboard as lb
+    from .io import atomic_path, save_csv
+    if args.compare:
+        print(lb.compare(*(lb.read(p) for p in args.compare), names=args.compare, width=args.width), end="")
+        return
+    for dataset in [args.dataset] if args.dataset else cfg["datasets"]:
+        if args.compute:
+            cells = lb.compute(cfg, dataset)
+            save_csv(paths.leaderboard(dataset), cells)
+            with atomic_path(paths.leaderboard(dataset, "md")) as tmp:
+                tmp.write_text(lb.markdown(cells, cfg))
+        else:
+            cells = lb.read(paths.leaderboard(dataset))
+        print(lb.terminal(cells, args.width), end="")
+
+
 def cmd_summary(args, cfg):
     from .claims import headline
     from .io import read_table, save_json
@@ -295,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validity", default="results/validity.csv", help="with --compute: every test's validity")
     p.add_argument("--into", action="append", help="a markdown file whose block between <!-- claims:start --> and "
                    "<!-- claims:end --> gets the table (repeatable), e.g. docs/results.md")
+    p = step("leaderboard", cmd_leaderboard, "print the leaderboard (every variant x explainer pair against each "
+             "family's headline metric); with --compute, compute it first from the tidy tables")
+    p.add_argument("--dataset", help="one dataset (default: every configured one)")
+    p.add_argument("--compute", action="store_true", help="compute results/leaderboard/{dataset}.csv and .md first")
+    p.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"), help="lay two leaderboards (e.g. of two runs) "
+                   "side by side: each cell's value in both and the difference")
+    p.add_argument("--width", type=int, default=100, help="terminal columns (default 100)")
     p = step("summary", cmd_summary, "headline numbers as JSON for `dvc metrics show` (verdicts, claim effects, "
              "accuracies) and every family's mean and sd over seeds in a second file")
     p.add_argument("--out", default="results/summary.json")

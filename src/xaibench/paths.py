@@ -9,10 +9,10 @@ from pathlib import Path
 DATA = Path("data/prepared")
 RUNS = Path("runs")
 RESULTS = Path("results")
-SUMMARY = RESULTS / "summary.json"  # headline numbers (dvc metrics show)
-SUMMARY_DETAIL = RESULTS / "metrics_summary.json"  # every family's numbers
-CLAIMS = RESULTS / "claims.csv"  # verdicts on the papers' claims
-VALIDITY = RESULTS / "validity.csv"  # every test's validity (oracle - chance, trivial maps)
+SUMMARY = RESULTS / "summary.json"
+METRICS_SUMMARY = RESULTS / "metrics_summary.json"  # every family's numbers (the headline is SUMMARY)
+CLAIMS = RESULTS / "claims.csv"  # verdicts on the papers' claims (xaibench claims)
+VALIDITY = RESULTS / "validity.csv"  # every test's oracle-vs-chance index
 # `make bench` (speed.csv, growth.csv, speed.png): outside every DVC stage's outputs, so a benchmark
 # leaves `dvc status` clean.
 BENCH = RESULTS / "bench"
@@ -59,6 +59,11 @@ def figures(dataset: str) -> Path:
 
 def tables(dataset: str) -> Path:
     return RESULTS / "tables" / dataset
+
+
+def leaderboard(dataset: str, ext: str = "csv") -> Path:
+    """The leaderboard of a dataset: long-form .csv (with the config hash and commit) and .md."""
+    return RESULTS / "leaderboard" / f"{dataset}.{ext}"
 
 
 def log(step: str, *parts: str) -> Path:

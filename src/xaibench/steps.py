@@ -15,7 +15,8 @@ import json
 
 from . import catalog, paths
 
-STEPS = ("prepare", "train", "explain", "generate", "measure", "aggregate", "summary", "figures", "discrimination")
+STEPS = ("prepare", "train", "explain", "generate", "measure", "aggregate", "claims", "leaderboard", "summary", "figures",
+         "discrimination")
 
 
 class UndeclaredSetting(RuntimeError):
@@ -148,12 +149,11 @@ def keys(step: str, cfg: dict, *, dataset: str | None = None, variant: str | Non
         return out
     if step in ("aggregate", "discrimination"):  # read per-image rows and the catalog only
         return []
-    if step == "claims":
-        return ["datasets", "claims", "gate", "metrics.families", "train.variants",
+    if step in ("claims", "summary"):  # summary: the headline's accuracies and gate counts (claims.Run)
+        return ["datasets", "metrics.families", "train.variants", "gate", "claims",
                 *sorted({k for v in catalog.VARIANTS for k in seed_keys(v)})]
-    if step == "summary":
-        return ["datasets", "metrics.families", "train.variants", "gate",
-                *sorted({k for v in catalog.VARIANTS for k in seed_keys(v)})]
+    if step == "leaderboard":  # every setting that defines the results: their hash identifies the run
+        return [k for k in cfg if k not in ("run", "figures")]
     if step == "figures":
         return ["figures", "datasets", "gate", *_rest(cfg, "train", "threads"), "metrics",
                 *[f"explain.{k}" for k in ("methods", "variants", "splits", "options")],
@@ -265,6 +265,8 @@ def figure_inputs(cfg: dict, dataset: str, names: list[str]) -> list[str]:
         files += [str(paths.prototypes(dataset, v, s)) for v, s in catalog.featviz_models(cfg)]
     if "claims" in needs:
         files.append(str(paths.CLAIMS))
+    if "leaderboard" in needs:
+        files.append(str(paths.leaderboard(dataset)))
     files += [model_file(dataset, v, seeds(cfg, v)[0]) for name in names
               for v in catalog.FIGURES[name].get("variants", []) if v in cfg["train"]["variants"]]
     return sorted(set(files))
@@ -298,6 +300,7 @@ def phase_files(cfg: dict) -> dict[str, list[str]]:
         "generate": [str(paths.prototypes(d, v, s, ext)) for d in datasets for v, s in catalog.featviz_models(cfg)
                      for ext in ("npz", "png")],
         "measure": [f for d in datasets for f in units(cfg, d) + metric_tables(cfg, d)]
-                   + [str(p) for p in (paths.CLAIMS, paths.VALIDITY, paths.SUMMARY, paths.SUMMARY_DETAIL)],
+        + [str(p) for p in (paths.CLAIMS, paths.VALIDITY, paths.SUMMARY, paths.METRICS_SUMMARY)]
+        + [str(paths.leaderboard(d, ext)) for d in datasets for ext in ("csv", "md")],
         "figures": [f for d in datasets for files in figure_files(cfg, d, figures).values() for f in files],
     }

@@ -91,11 +91,14 @@ def test_toy_variant_explainer_and_family_run_through_the_workflow(tmp_path):
     assert "brightness" in set(loc.method) and "toy" in set(loc.variant)
     acc = pd.read_csv(root / "results/metrics/shapes/accuracy.csv")
     assert "toy" in set(acc.variant)
+    claims = pd.read_csv(root / "results/claims.csv", keep_default_na=False)  # the added claim has its row
+    assert "T.toy_mass" in set(claims.claim) and "toy/brightness" in claims.set_index("claim").comparison["T.toy_mass"]
     # a variant named outside the built-in palette is drawn like any other (figures and the report)
     assert (root / "results/figures/shapes/accuracy.png").is_file() and (root / "results/figures/shapes/gallery.png").is_file()
     assert "toy" in (root / "results/tables/shapes/localization.md").read_text()
-    claims = pd.read_csv(root / "results/claims.csv", keep_default_na=False)  # the added claim has its row
-    assert "T.toy_mass" in set(claims.claim) and "toy/brightness" in claims.set_index("claim").comparison["T.toy_mass"]
+    board = pd.read_csv(root / "results/leaderboard/shapes.csv", keep_default_na=False)  # the family is a column
+    assert {("toy", "brightness"), ("standard", "gradcam")} <= set(zip(board[board.family == "peakiness"].variant,
+                                                                         board[board.family == "peakiness"].method))
 
 
 def test_unknown_option_of_an_explainer_is_refused_naming_the_key(tmp_path):

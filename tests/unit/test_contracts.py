@@ -68,6 +68,7 @@ def test_family_declares_scope_needs_and_directions(family):
     assert set(spec["needs"]) <= {"models", "explanations", "generated_images"}
     assert spec["metrics"] and set(spec["metrics"].values()) <= {"higher", "lower", "none"}
     assert callable(metrics.FAMILIES.get(family))
+    assert catalog.headline(family)["metric"] in spec["metrics"]  # its leaderboard column (raises if malformed)
 
 
 def test_every_variant_name_gets_a_stable_colour():
@@ -93,6 +94,8 @@ def _jobs(cfg):
         yield "measure", {"variant": v, "seed": 0, "families": steps.model_families(cfg)}
     yield "measure", {"variant": variant, "family": "stability"}
     yield "aggregate", {}
+    yield "claims", {}
+    yield "leaderboard", {"dataset": "shapes"}
     yield "summary", {}
     yield "figures", {"dataset": "shapes"}
 
@@ -128,7 +131,7 @@ def test_a_setting_enters_exactly_the_jobs_that_read_it(full_cfg):
     changed = config.deep_merge(full_cfg, {"train": {"lap": {"beta_init": 3.0}, "seeds": [0, 1, 2, 3]}})
     for step, job in _jobs(full_cfg):
         before, after = (steps.as_json(steps.settings(step, c, **job)) for c in (full_cfg, changed))
-        lap_job = job.get("variant") in ("lap", "lap_plugin") or step in ("figures", "summary")
+        lap_job = job.get("variant") in ("lap", "lap_plugin") or step in ("figures", "summary", "claims", "leaderboard")
         per_model = "seed" in job or step in ("train", "explain", "generate", "prepare")
         if not lap_job and per_model:
             assert before == after, (step, job)
@@ -161,7 +164,7 @@ def test_dvc_stage_params_cover_what_their_steps_read(full_cfg):
     import yaml
     from pathlib import Path
     stages = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["stages"]
-    of_stage = {"measure": ("measure", "aggregate", "summary")}
+    of_stage = {"measure": ("measure", "aggregate", "claims", "leaderboard", "summary")}
     for step, job in _jobs(full_cfg):
         stage = next(s for s in stages if step in of_stage.get(s, (s,)))
         sections = {k.split(".")[0] for k in steps.keys(step, full_cfg, **job)}

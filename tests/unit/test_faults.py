@@ -318,7 +318,7 @@ def test_parquet_and_npz_are_byte_identical_on_rewrite(tmp_path):
 # --- DVC stages depend on every module they run ---------------------------------------------------
 
 STAGE_STEPS = {"prepare": ["prepare"], "train": ["train"], "explain": ["explain"], "generate": ["generate"],
-               "measure": ["measure", "aggregate", "claims", "summary"], "figures": ["figures"]}
+               "measure": ["measure", "aggregate", "claims", "leaderboard", "summary"], "figures": ["figures"]}
 # Modules a registry imports lazily by the name the catalog gives (xaibench.registry): what each stage may run.
 STAGE_CATALOG = {"prepare": ["DATASETS"], "train": ["VARIANTS", "ARCHITECTURES"],
                  "explain": ["VARIANTS", "ARCHITECTURES", "EXPLAINERS"],

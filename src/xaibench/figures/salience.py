@@ -42,6 +42,10 @@ def _order(cfg, data):
 
 
 def _box(ax, data, x, order, variants):
+    data = data.dropna(subset=["value"])  # e.g. Spearman of a constant map (the `constant` control) is undefined
+    if data.empty:
+        ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center", color="grey")
+        return
     sns.boxplot(data=data, x=x, y="value", hue="variant", order=order, hue_order=variants, ax=ax,
                 palette=palette(variants), showfliers=False, width=0.7, linewidth=0.8)
 

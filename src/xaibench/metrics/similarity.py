@@ -80,7 +80,12 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Pearson correlation of the average ranks (scipy.stats.spearmanr). NaN when either map is
     constant, as SciPy; such pairs are left out of means downstream rather than given a made-up value.
     """
-    ra, rb = ranks(a.flatten(1)).double(), ranks(b.flatten(1)).double()
+    return rank_correlation(ranks(a.flatten(1)), ranks(b.flatten(1)))
+
+
+def rank_correlation(ra: torch.Tensor, rb: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of rank rows [B,N] (`ranks`): Spearman's, for a caller that ranks one side once."""
+    ra, rb = ra.double(), rb.double()
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     num = (ra * rb).sum(1)
     den = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
