@@ -88,8 +88,11 @@ def test_a_model_below_the_threshold_is_marked_in_summary_log_and_table(project,
     high = max(_nocue(0), _nocue(1)) + 1e-3  # above both tiny models: both must fail
     assert high <= 1
     cfg = copy.deepcopy(project) | {"gate": {"split": "nocue", "threshold": high, "variants": None}}
-    assert cli.main(["summary", "--out", "summary.json", "--config", json.dumps(cfg)]) == 0
-    verdicts = load_json("summary.json")["shapes"]["standard"]["gate"]
+    summary = ["summary", "--out", "summary.json", "--detail", "detail.json", "--claims", "claims.csv"]
+    assert cli.main(["claims", "--compute", "--out", "claims.csv", "--validity", "validity.csv",
+                     "--config", json.dumps(cfg)]) == 0
+    assert cli.main([*summary, "--config", json.dumps(cfg)]) == 0
+    verdicts = load_json("detail.json")["shapes"]["standard"]["gate"]  # each model's verdict
     assert {k: v["passed"] for k, v in verdicts.items()} == {"seed0": False, "seed1": False}
     log = capsys.readouterr().out
     assert f"warning: shapes/standard/seed0 fails the learnability gate: nocue accuracy {_nocue(0):.3f} <" in log
@@ -101,8 +104,8 @@ def test_a_model_below_the_threshold_is_marked_in_summary_log_and_table(project,
     # the same files under a threshold both models pass: no mark, no warning, nothing retrained
     model_bytes = (paths.model_dir("shapes", "standard", 0) / "model.pt").read_bytes()
     cfg["gate"]["threshold"] = min(_nocue(0), _nocue(1))
-    assert cli.main(["summary", "--out", "summary.json", "--config", json.dumps(cfg)]) == 0
-    assert all(v["passed"] for v in load_json("summary.json")["shapes"]["standard"]["gate"].values())
+    assert cli.main([*summary, "--config", json.dumps(cfg)]) == 0
+    assert all(v["passed"] for v in load_json("detail.json")["shapes"]["standard"]["gate"].values())
     assert "warning" not in capsys.readouterr().out
     figures.draw(cfg, "shapes", ["localization"])
     table = (paths.tables("shapes") / "localization.md").read_text()
