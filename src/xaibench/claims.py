@@ -182,7 +182,7 @@ def test_claim(run: Run, name: str, spec: dict) -> dict:
         v, failed = gated(run, spec, v, g["variant"])
         if v.empty:
             return untestable("model did not learn the task (" + "; ".join(failed) + ")")
-        notes += [f"excluded {f}" for f in failed]
+        notes += [f"excluded {f}" for f in failed if f"excluded {f}" not in notes]
         values.append(v)
     if spec["same_seeds"] and len(values) == 2:
         common = values[0].index.unique(0).intersection(values[1].index.unique(0))
@@ -309,8 +309,9 @@ def markdown(claims: pd.DataFrame) -> str:
             if not pd.isna(r.discrimination):
                 valid += f" (oracle − chance {r.discrimination:+.3g} {interval(r.discrimination_low, r.discrimination_high)})"
             verdict = f"**{r.verdict}**" + (f": {r.reason}" if r.reason else "")
-            lines.append(f"| {r.claim} ({r.paper}) | {r.statement} | {r.comparison} | {number(r.effect)} {interval(r.ci_low, r.ci_high)} "
-                         f"| {seeds} | {valid} | {verdict} |")
+            effect = "—" if pd.isna(r.effect) else f"{number(r.effect)} {interval(r.ci_low, r.ci_high)}"
+            lines.append(f"| {r.claim} ({r.paper}) | {r.statement} | {r.comparison} | {effect} | {seeds} | {valid} "
+                         f"| {verdict} |")
         lines.append("")
     return "\n".join(lines)
 

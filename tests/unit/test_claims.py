@@ -246,6 +246,12 @@ def test_claims_step_outputs(project, capsys):
     assert max(map(len, printed.splitlines())) <= 100 and "C.lap_vs_gradcam" in printed
     text = doc.read_text()
     assert "old" not in text and text.endswith("<!-- claims:end -->\ntail\n") and "| C.lap_vs_gradcam (C) |" in text
+    # the figure step: its table (the report opens with it) has one row per claim
+    from xaibench.figures import draw
+    draw({**project, "figures": {**project["figures"], "formats": ["png"]}}, "shapes", ["claims"])
+    shown = pd.read_csv(paths.tables("shapes") / "claims.csv")
+    assert len(shown) == len(catalog.CLAIMS) and (paths.figures("shapes") / "claims.png").is_file()
+    assert "| C.lap_vs_gradcam (C) |" in (paths.tables("shapes") / "claims.md").read_text()
 
 
 def test_claims_without_a_table_is_one_line(tiny_project, capsys):
