@@ -40,13 +40,20 @@ def _simulate(n_sim, seeds, images, seed_sd, shift, paired, rng):
     return supported, covered
 
 
-@pytest.mark.parametrize("paired, seeds, seed_sd", [(True, 3, 0.0), (False, 3, 0.0), (False, 8, 0.15)])
-def test_bootstrap_null_calls_supported_at_most_at_the_nominal_rate(paired, seeds, seed_sd):
-    """Under a true null the one-sided rate of 'supported' is not above 2.5% (binomial tail p > 0.001);
-    with images as the only noise it is conservative, as the two-level bootstrap is known to be."""
+def _lower_tail(k: int, n: int, p: float) -> float:
+    return 1 - _upper_tail(k + 1, n, p)
+
+
+@pytest.mark.parametrize("paired, seeds, images, seed_sd", [(True, 3, 40, 0.0), (False, 3, 40, 0.0), (True, 10, 30, 0.5)])
+def test_bootstrap_null_calls_supported_at_about_the_nominal_rate(paired, seeds, images, seed_sd):
+    """Under a true null the one-sided rate of 'supported' is not above 2.5% (binomial tail p > 0.001).
+    With images as the only noise the two-level bootstrap is conservative (it counts image noise twice,
+    docs/claims.md); where seeds dominate and there are enough of them it is nominal: not below either."""
     n_sim = 300
-    supported, _ = _simulate(n_sim, seeds, 40, seed_sd, 0.0, paired, np.random.default_rng(7))
+    supported, _ = _simulate(n_sim, seeds, images, seed_sd, 0.0, paired, np.random.default_rng(7))
     assert _upper_tail(supported, n_sim, 0.025) > 0.001, f"{supported}/{n_sim} false 'supported'"
+    if seed_sd:
+        assert _lower_tail(supported, n_sim, 0.025) > 0.001, f"only {supported}/{n_sim} 'supported'"
 
 
 @pytest.mark.parametrize("paired", [True, False])

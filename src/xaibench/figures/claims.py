@@ -44,14 +44,14 @@ def claims_figure(cfg, dataset):
             lo, hi = min(r.ci_low, ref), max(r.ci_high, ref)
             pad = 0.15 * (hi - lo or 1.0)
             ax.set_xlim(lo - pad, hi + pad)
+            ax.axvline(ref, color="black", lw=0.8)
+            left, right = ax.get_xlim()
+            ax.axvspan(*((ref, right) if side in ("higher", "above_zero", "not_lower") else (left, ref)),
+                       color="#e8f3ea", zorder=0)
         else:
             ax.set_xticks([])
             ax.text(0.5, 0.5, "not tested (reason in the table)", transform=ax.transAxes, ha="center", va="center",
                     fontsize=7, color=colour)
-        ax.axvline(ref, color="black", lw=0.8)
-        left, right = ax.get_xlim()
-        span = (ref, right) if side in ("higher", "above_zero", "not_lower") else (left, ref)
-        ax.axvspan(*span, color="#e8f3ea", zorder=0)
         ax.set_yticks([])
         ax.tick_params(axis="x", labelsize=7, pad=1)
         ax.text(-0.01, 0.5, r.claim, transform=ax.transAxes, ha="right", va="center", fontsize=8)
