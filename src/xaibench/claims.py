@@ -154,15 +154,13 @@ def claim_seed(cfg: dict, name: str) -> int:
     return cfg["claims"]["seed"] * 1_000_003 + zlib.crc32(name.encode())
 
 
-def test_claim(run: Run, name: str, spec: dict) -> dict:
+def assess(run: Run, name: str, spec: dict) -> dict:
     """One row of results/claims.csv: effect, interval, per-seed signs, validity and verdict of a claim."""
-    row = dict.fromkeys(COLUMNS, "")
     family, predicts, s = spec["family"], spec["predicts"], run.settings
     margin = s["noninferiority_margin"] if predicts == "not_lower" else 0.0
-    row.update(dataset=run.dataset, claim=name, paper=spec["paper"], statement=spec["statement"],
-               comparison=comparison(spec), predicts=predicts, margin=margin, effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_seeds=0,
-               confidence=run.settings["confidence"],
-               seeds_agreeing=0, discrimination=np.nan, discrimination_low=np.nan, discrimination_high=np.nan)
+    row = {**dict.fromkeys(COLUMNS, np.nan), "dataset": run.dataset, "claim": name, "paper": spec["paper"],
+           "statement": spec["statement"], "comparison": comparison(spec), "predicts": predicts, "margin": margin,
+           "confidence": s["confidence"], "n_seeds": 0, "seeds_agreeing": 0, "per_seed": "", "validity": "", "reason": ""}
 
     def untestable(reason):
         row.update(verdict=UNTESTABLE, reason=reason)
@@ -232,7 +230,8 @@ def validity_table(run: Run) -> pd.DataFrame:
             if catalog.direction(family, metric) == "none":
                 continue
             spec = {"family": family, "metric": metric, "split": split, "setting": setting, "levels": "all"}
-            check = validity(run, spec, models)
+            check = (validity(run, spec, models) if len(models) else
+                     {"validity": UNTESTABLE, "why": "model did not learn the task (no model passed the gate)"})
             out.append({"dataset": run.dataset, "family": family, "metric": metric, "split": split,
                         "setting": setting, "direction": catalog.direction(family, metric), "n_models": len(models),
                         **{k: check.get(k, np.nan) for k in ("discrimination", "discrimination_low",
@@ -246,7 +245,7 @@ def compute(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     claims, checks = [], []
     for dataset in cfg["datasets"]:
         run = Run(cfg, dataset)
-        claims += [test_claim(run, name, spec) for name, spec in catalog.CLAIMS.items()]
+        claims += [assess(run, name, spec) for name, spec in catalog.CLAIMS.items()]
         checks.append(validity_table(run))
     return pd.DataFrame(claims, columns=COLUMNS), pd.concat(checks, ignore_index=True) if checks else pd.DataFrame()
 

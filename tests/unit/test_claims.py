@@ -156,7 +156,7 @@ def project(tiny_project, tiny_cfg):
 
 def _claim(cfg, name, families):
     cfg = {**cfg, "metrics": {**cfg["metrics"], "families": families}}
-    return claims.test_claim(claims.Run(cfg, "shapes"), name, catalog.CLAIMS[name])
+    return claims.assess(claims.Run(cfg, "shapes"), name, catalog.CLAIMS[name])
 
 
 def _deletion(rng, n=40):
@@ -231,7 +231,7 @@ def test_metric_whose_oracle_does_not_beat_chance_is_uninformative(project):
     run = claims.Run({**project, "metrics": {**project["metrics"], "families": ["perturbation"]}}, "shapes")
     table = claims.validity_table(run)
     assert table.validity.tolist() == ["uninformative on this data"] and "oracle does not beat chance" in table.reason[0]
-    row = claims.test_claim(run, "D.positive_perturbation", catalog.CLAIMS["D.positive_perturbation"])
+    row = claims.assess(run, "D.positive_perturbation", catalog.CLAIMS["D.positive_perturbation"])
     assert row["verdict"] == claims.UNTESTABLE and "oracle does not beat chance" in row["reason"]
 
 
