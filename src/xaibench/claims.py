@@ -156,15 +156,13 @@ def claim_seed(cfg: dict, name: str) -> int:
     return cfg["claims"]["seed"] * 1_000_003 + zlib.crc32(name.encode())
 
 
-def test_claim(run: Run, name: str, spec: dict) -> dict:
+def assess(run: Run, name: str, spec: dict) -> dict:
     """One row of results/claims.csv: effect, interval, per-seed signs, validity and verdict of a claim."""
-    row = dict.fromkeys(COLUMNS, "")
     family, predicts, s = spec["family"], spec["predicts"], run.settings
     margin = s["noninferiority_margin"] if predicts == "not_lower" else 0.0
-    row.update(dataset=run.dataset, claim=name, paper=spec["paper"], statement=spec["statement"],
-               comparison=comparison(spec), predicts=predicts, margin=margin, effect=np.nan, ci_low=np.nan, ci_high=np.nan, n_seeds=0,
-               confidence=run.settings["confidence"],
-               seeds_agreeing=0, discrimination=np.nan, discrimination_low=np.nan, discrimination_high=np.nan)
+    row = {**dict.fromkeys(COLUMNS, np.nan), "dataset": run.dataset, "claim": name, "paper": spec["paper"],
+           "statement": spec["statement"], "comparison": comparison(spec), "predicts": predicts, "margin": margin,
+           "confidence": s["confidence"], "n_seeds": 0, "seeds_agreeing": 0, "per_seed": "", "validity": "", "reason": ""}
 
     def untestable(reason):
         row.update(verdict=UNTESTABLE, reason=reason)
@@ -184,7 +182,7 @@ def test_claim(run: Run, name: str, spec: dict) -> dict:
         v, failed = gated(run, spec, v, g["variant"])
         if v.empty:
             return untestable("model did not learn the task (" + "; ".join(failed) + ")")
-        notes += [f"excluded {f}" for f in failed]
+        notes += [f"excluded {f}" for f in failed if f"excluded {f}" not in notes]
         values.append(v)
     if spec["same_seeds"] and len(values) == 2:
         common = values[0].index.unique(0).intersection(values[1].index.unique(0))
@@ -234,7 +232,8 @@ def validity_table(run: Run) -> pd.DataFrame:
             if catalog.direction(family, metric) == "none":
                 continue
             spec = {"family": family, "metric": metric, "split": split, "setting": setting, "levels": "all"}
-            check = validity(run, spec, models)
+            check = (validity(run, spec, models) if len(models) else
+                     {"validity": UNTESTABLE, "why": "model did not learn the task (no model passed the gate)"})
             out.append({"dataset": run.dataset, "family": family, "metric": metric, "split": split,
                         "setting": setting, "direction": catalog.direction(family, metric), "n_models": len(models),
                         **{k: check.get(k, np.nan) for k in ("discrimination", "discrimination_low",
@@ -248,7 +247,7 @@ def compute(cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     claims, checks = [], []
     for dataset in cfg["datasets"]:
         run = Run(cfg, dataset)
-        claims += [test_claim(run, name, spec) for name, spec in catalog.CLAIMS.items()]
+        claims += [assess(run, name, spec) for name, spec in catalog.CLAIMS.items()]
         checks.append(validity_table(run))
     return pd.DataFrame(claims, columns=COLUMNS), pd.concat(checks, ignore_index=True) if checks else pd.DataFrame()
 
@@ -311,8 +310,9 @@ def markdown(claims: pd.DataFrame) -> str:
             if not pd.isna(r.discrimination):
                 valid += f" (oracle − chance {r.discrimination:+.3g} {interval(r.discrimination_low, r.discrimination_high)})"
             verdict = f"**{r.verdict}**" + (f": {r.reason}" if r.reason else "")
-            lines.append(f"| {r.claim} ({r.paper}) | {r.statement} | {r.comparison} | {number(r.effect)} {interval(r.ci_low, r.ci_high)} "
-                         f"| {seeds} | {valid} | {verdict} |")
+            effect = "—" if pd.isna(r.effect) else f"{number(r.effect)} {interval(r.ci_low, r.ci_high)}"
+            lines.append(f"| {r.claim} ({r.paper}) | {r.statement} | {r.comparison} | {effect} | {seeds} | {valid} "
+                         f"| {verdict} |")
         lines.append("")
     return "\n".join(lines)
 

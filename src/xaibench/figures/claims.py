@@ -16,7 +16,8 @@ def display(rows: pd.DataFrame) -> pd.DataFrame:
     level = f"{rows.confidence.iloc[0]:.0%}" if len(rows) else ""
     return pd.DataFrame({
         "claim": rows.claim + " (" + rows.paper + ")", "statement": rows.statement,
-        f"effect [{level} CI]": [f"{claims.number(r.effect)} {claims.interval(r.ci_low, r.ci_high)}" for r in rows.itertuples()],
+        f"effect [{level} CI]": ["—" if pd.isna(r.effect) else f"{claims.number(r.effect)} "
+                                 f"{claims.interval(r.ci_low, r.ci_high)}" for r in rows.itertuples()],
         "seeds agreeing": [f"{r.seeds_agreeing}/{r.n_seeds}" if r.n_seeds else "—" for r in rows.itertuples()],
         "test validity": rows.validity.fillna("—"), "verdict": rows.verdict, "reason": rows.reason.fillna("")})
 
@@ -43,10 +44,14 @@ def claims_figure(cfg, dataset):
             lo, hi = min(r.ci_low, ref), max(r.ci_high, ref)
             pad = 0.15 * (hi - lo or 1.0)
             ax.set_xlim(lo - pad, hi + pad)
-        ax.axvline(ref, color="black", lw=0.8)
-        left, right = ax.get_xlim()
-        span = (ref, right) if side in ("higher", "above_zero", "not_lower") else (left, ref)
-        ax.axvspan(*span, color="#e8f3ea", zorder=0)
+            ax.axvline(ref, color="black", lw=0.8)
+            left, right = ax.get_xlim()
+            ax.axvspan(*((ref, right) if side in ("higher", "above_zero", "not_lower") else (left, ref)),
+                       color="#e8f3ea", zorder=0)
+        else:
+            ax.set_xticks([])
+            ax.text(0.5, 0.5, "not tested (reason in the table)", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=7, color=colour)
         ax.set_yticks([])
         ax.tick_params(axis="x", labelsize=7, pad=1)
         ax.text(-0.01, 0.5, r.claim, transform=ax.transAxes, ha="right", va="center", fontsize=8)
