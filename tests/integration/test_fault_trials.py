@@ -17,7 +17,8 @@ from .helpers import copy_workflow, jobs_of, run
 
 pytestmark = pytest.mark.integration
 
-FIGURE_INPUTS = ["data/prepared", "results/metrics", "results/explanations", "results/models", "results/prototypes"]
+FIGURE_INPUTS = ["data/prepared", "results/metrics", "results/explanations", "results/models", "results/prototypes",
+                 "results/claims.csv", "results/validity.csv", "results/leaderboard"]
 
 
 def test_every_figure_redraws_bit_identical(smoke_run, tmp_path, monkeypatch):
@@ -26,7 +27,8 @@ def test_every_figure_redraws_bit_identical(smoke_run, tmp_path, monkeypatch):
     dots' jitter), nothing dated (PNG/PDF metadata), in any of the run's formats."""
     root, _ = smoke_run
     for name in FIGURE_INPUTS:
-        shutil.copytree(root / name, tmp_path / name)
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (root / name).is_dir() else shutil.copy)(root / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     cfg = config.load(root / "params.yaml")
     names = figures.wanted(cfg)
