@@ -59,7 +59,8 @@ def test_smoke_run_has_paper_a(smoke_run):
     mis = pd.read_csv(root / "results/metrics/shapes/misalignment.csv")
     assert set(mis.variant) == {"protopnet", "protopnet_comp"} and set(mis.setting) == {"noise", "pgd"}
     assert set(mis.metric) >= {"PAC", "PRC", "PLC", "AC"}
-    assert "| protopnet_comp | pgd |" in (root / "results/tables/shapes/misalignment.md").read_text()
+    table = (root / "results/tables/shapes/misalignment.md").read_text()  # † marks models under the learnability gate
+    assert "| protopnet_comp | pgd |" in table or "| protopnet_comp† | pgd |" in table
     assert (root / "results/figures/shapes/protopnet_gallery.png").is_file()
     deletion = pd.read_csv(root / "results/metrics/shapes/deletion.csv")
     assert {("protopnet", "gradcam"), ("protopnet", "proto")} <= set(zip(deletion.variant, deletion.method))
