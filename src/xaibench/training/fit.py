@@ -266,7 +266,7 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     val_split = read_split(data_root, "val")
     mcfg = model_config(cfg, meta, variant, seed)
     block = catalog.VARIANTS[variant].get("settings")
-    own = tcfg.get(block or "", {})
+    own = tcfg[block] if block else {}
     spec, plan = VARIANTS.get(variant), budget(tcfg, own)
     lr_key = "train.lr" if own.get("lr") is None else f"train.{block}.lr"
 
