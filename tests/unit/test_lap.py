@@ -65,20 +65,23 @@ def test_large_beta_picks_highest_score_element():
     torch.testing.assert_close(v1(x), F.max_pool2d(x, 3, 2, 1), rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("mode", ["softmax", "v1"])
 @pytest.mark.parametrize("size", [(8, 8), (9, 11)])
-def test_tiled_fast_path_is_the_unfold_path(size):
-    """The pooling-op path (tiling windows) computes the same outputs, weights and gradients as the
-    explicit window path, on odd sizes too (the last row/column no window covers is dropped)."""
+def test_tiled_fast_path_is_the_unfold_path(size, mode):
+    """The pooling-op path (tiling windows) computes the same outputs, weights, kept maps and gradients
+    as the explicit window path, on odd sizes too (the last row/column no window covers is dropped)."""
     torch.manual_seed(0)
-    pool = LAPPool2d(4, 2, mode="softmax", beta_init=5.0)
-    pool.score[1].running_var.fill_(2.0)
+    pool = LAPPool2d(4, 2, mode=mode, beta_init=5.0)
+    if mode == "softmax":
+        pool.score[1].running_var.fill_(2.0)
     x = torch.randn(2, 4, *size).to(memory_format=torch.channels_last).requires_grad_()
     results = []
     for forward in (pool._forward_tiled, pool._forward_unfold):
         x.grad, pool.beta_raw.grad = None, None
         out = forward(x)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out.detach(), pool.last_weights.detach(), x.grad.clone(), pool.beta_raw.grad.clone()))
+        results.append((out.detach(), pool.last_weights.detach(), pool.last_scores.detach(), x.grad.clone(),
+                        pool.beta_raw.grad.clone()))
     for fast, slow in zip(*results):
         torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     assert pool.in_size == size

@@ -194,3 +194,44 @@ def test_progress_without_a_terminal_is_one_line_per_step(capsys):
     assert len(lines) == 2 and err == ""
     assert lines[0].startswith("toy epoch 1/1: 40 batches in ") and lines[0].endswith("loss 0.250")
     assert lines[1].startswith("explain toy test: 3 batches in ")
+
+
+def test_warmup_rises_linearly_then_follows_the_cosine():
+    from xaibench.training.fit import _lr
+    assert [_lr(0.3, e, 10, warmup=2) for e in (0, 1, 2)] == pytest.approx([0.1, 0.2, 0.3])
+    assert _lr(0.3, 6, 10, warmup=2) == pytest.approx(0.15)  # halfway through the 8 cosine epochs
+    assert [_lr(0.3, e, 10) for e in range(10)] == [_lr(0.3, e, 10, warmup=0) for e in range(10)]
+
+
+def test_injection_ramp_weights_by_epoch():
+    from xaibench.training.variants import lap_epoch_settings
+    tcfg = {"lap": {"injection_weight": 0.8, "injection_ramp_epochs": 4}}
+    assert [lap_epoch_settings(tcfg, e)["lap"]["injection_weight"] for e in range(6)] == \
+        pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 0.8])
+    assert lap_epoch_settings({"lap": {"injection_weight": 0.8, "injection_ramp_epochs": 0}}, 0)["lap"]["injection_weight"] == 0.8
+
+
+def test_keep_best_returns_the_epoch_of_best_validation_accuracy(tiny_project, tiny_cfg):
+    tiny_cfg["train"]["lap"].update(epochs=4, keep_best=True)
+    summary = train(tiny_cfg, tiny_project / "data/prepared/shapes", "lap", 0, tiny_project / "best", "cpu")
+    vals = [row["val_accuracy"] for row in torch.load(tiny_project / "best/model.pt", weights_only=False)["history"]]
+    assert len(vals) == 4 and summary["best_epoch"] == 1 + vals.index(max(vals))
+    assert summary["val_accuracy"] == pytest.approx(max(vals))  # the weights kept are that epoch's
+
+
+def test_score_lr_factor_scales_only_the_attention_parameters(tiny_project, tiny_cfg):
+    """With a vanishing factor the score networks and every beta stay where they started (Adam's step
+    is about the learning rate whatever the gradient), while every other parameter moves."""
+    from xaibench.training.fit import build, model_config
+    from xaibench.data import read_meta
+    tiny_cfg["train"]["lap"].update(epochs=1, score_lr_factor=1e-9)
+    data = tiny_project / "data/prepared/shapes"
+    train(tiny_cfg, data, "lap", 0, tiny_project / "slow", "cpu")
+    torch.manual_seed(0)  # the trainer's initial weights
+    start = build(model_config(tiny_cfg, read_meta(data), "lap", 0))
+    after, _ = load_model(tiny_project / "slow/model.pt")
+    attention = {id(p) for p in after.attention_parameters()}
+    moved = {n: not torch.allclose(p, start.state_dict()[n], atol=1e-6) for n, p in after.named_parameters()}
+    names = {n for n, p in after.named_parameters() if id(p) in attention}
+    assert names and all(n.endswith("beta_raw") or ".score." in n for n in names)
+    assert not any(moved[n] for n in names) and all(moved[n] for n in moved if n not in names)

@@ -59,14 +59,27 @@ class LAPPool2d(nn.Module):
             self.score = nn.Sequential(nn.Conv2d(channels, 1, score_kernel, padding=score_kernel // 2),
                                        nn.BatchNorm2d(1), nn.Sigmoid())
         self.beta_raw = nn.Parameter(torch.tensor(float(beta_init)))
-        self.last_scores: torch.Tensor | None = None
-        self.last_weights: torch.Tensor | None = None
+        self._scores: torch.Tensor | None = None
+        self._weights: torch.Tensor | None = None
+        self._derive = None  # computes what the last forward left pending (only explanations need it)
         self.in_size: tuple[int, int] | None = None
         self.out_size: tuple[int, int] | None = None
 
     @property
     def beta(self) -> torch.Tensor:
         return _nonneg(self.beta_raw)
+
+    @property
+    def last_weights(self) -> torch.Tensor | None:
+        if self._weights is None and self._derive is not None:
+            self._derive()
+        return self._weights
+
+    @property
+    def last_scores(self) -> torch.Tensor | None:
+        if self._scores is None and self._derive is not None:
+            self._derive()
+        return self._scores
 
     def backproject(self, out_map: torch.Tensor) -> torch.Tensor:
         """[B,oh,ow] on this layer's output grid -> [B,H,W] on its input: each output cell's value is
@@ -98,23 +111,38 @@ class LAPPool2d(nn.Module):
         return self.padding == (0, 0) and self.stride == self.kernel_size
 
     def _forward_tiled(self, x: torch.Tensor) -> torch.Tensor:
-        """Mode `softmax` on tiling windows with native pooling ops: Σ_i w_i x_i = avgpool(e·x) / avgpool(e),
-        e = exp(β s − window max of β s). The same function as the unfold path, in the input's memory
-        format (channels_last stays channels_last) and without its [B,C,K,L] copies: ~1.5x faster
-        LAP training on CPU (measured)."""
+        """Tiling windows with native pooling ops: Σ_i w_i x_i = avgpool(e·x) / avgpool(e), with
+        e = exp(β s − window max of β s) (mode `softmax`) or, per channel, exp(−β (window max of x − x)²)
+        (mode `v1`; 1 at the maximum, so nothing overflows). The same function as the unfold path, in
+        the input's memory format (channels_last stays channels_last) and without its [B,C,K,L]
+        copies: ~1.5x faster LAP training on CPU (measured)."""
         b, c, h, w = x.shape
-        (kh, kw), (oh, ow) = self.kernel_size, (h // self.kernel_size[0], w // self.kernel_size[1])
-        s = self.score(x)                                                         # [B,1,H,W]
-        x, z = x[..., :oh * kh, :ow * kw], self.beta * s[..., :oh * kh, :ow * kw]  # drop rows/cols no window covers
-        e = (z - F.max_pool2d(z, self.kernel_size).repeat_interleave(kh, 2).repeat_interleave(kw, 3)).exp()
-        norm = F.avg_pool2d(e, self.kernel_size)                                  # [B,1,oh,ow] (mean of e)
-        out = F.avg_pool2d(e * x, self.kernel_size) / norm
-        self.last_weights = self._unfold(e, oh * ow) / (norm.flatten(2) * (kh * kw)).unsqueeze(2)
-        self.in_size, self.out_size, self.last_scores = (h, w), (oh, ow), s
+        k, (kh, kw), (oh, ow) = self.kernel_size, self.kernel_size, (h // self.kernel_size[0], w // self.kernel_size[1])
+
+        def spread(t):  # each window's maximum on each of its elements (nearest upsampling: ~1.6x faster
+            return F.interpolate(F.max_pool2d(t, k), scale_factor=k, mode="nearest")  # than repeat_interleave)
+
+        s = self.score(x) if self.mode == "softmax" else None                    # [B,1,H,W]
+        x = x[..., :oh * kh, :ow * kw]                                            # drop rows/cols no window covers
+        if s is not None:
+            z = self.beta * s[..., :oh * kh, :ow * kw]
+            e = (z - spread(z)).exp()                                             # [B,1,..]
+        else:
+            e = (-self.beta * (spread(x) - x).square()).exp()                     # [B,C,..]
+        norm = F.avg_pool2d(e, k)                                                 # mean of e per window
+        out = F.avg_pool2d(e * x, k) / norm
+
+        def derive():  # the window weights (and in mode v1 the kept map), only when asked for: training never does
+            weights = self._unfold(e, oh * ow) / (norm.flatten(2) * (kh * kw)).unsqueeze(2)
+            self._weights = weights if s is not None else weights.mean(1, keepdim=True)
+            self._scores = s if s is not None else F.fold(self._weights[:, 0], (h, w), k, stride=k)
+            self._derive = None
+
+        self.in_size, self.out_size, self._scores, self._weights, self._derive = (h, w), (oh, ow), s, None, derive
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "softmax" and self._tiles():
+        if self._tiles():
             return self._forward_tiled(x)
         return self._forward_unfold(x)
 
@@ -134,14 +162,14 @@ class LAPPool2d(nn.Module):
             logits = -beta * (top - cols).square()                                # [B,C,K,L]
         weights = logits.masked_fill(~valid, float("-inf")).softmax(2)
         out = (weights * cols).sum(2).view(b, c, oh, ow)
-        self.last_weights = weights if weights.shape[1] == 1 else weights.mean(1, keepdim=True)
-        self.in_size, self.out_size = (h, w), (oh, ow)
+        self._weights = weights if weights.shape[1] == 1 else weights.mean(1, keepdim=True)
+        self.in_size, self.out_size, self._derive = (h, w), (oh, ow), None
         if self.mode == "softmax":
-            self.last_scores = s
+            self._scores = s
         else:
             share = F.fold(weights.mean(1), (h, w), self.kernel_size, padding=self.padding, stride=self.stride)
             cover = F.fold(valid.float()[0], (h, w), self.kernel_size, padding=self.padding, stride=self.stride)
-            self.last_scores = share / cover.clamp_min(1)
+            self._scores = share / cover.clamp_min(1)
         return out
 
 

@@ -173,14 +173,14 @@ def _lr(base: float, epoch: int, epochs: int, warmup: int = 0) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
 
 
-def budget(tcfg: dict, variant: str) -> dict:
-    """How long and how fast `variant` trains in `fit.train`: train.{epochs, lr}, unless its own
-    settings block sets them (LAP's budget is calibrated on its own, train.lap), with its warm-up
-    epochs and whether to keep the epoch of best validation accuracy (default: none, the last)."""
-    block = catalog.VARIANTS[variant].get("settings")
-    own = tcfg[block] if block else {}
-    return {"epochs": own.get("epochs", tcfg["epochs"]), "lr": own.get("lr", tcfg["lr"]),
-            "warmup_epochs": own.get("warmup_epochs", 0), "keep_best": own.get("keep_best", False)}
+def budget(tcfg: dict, own: dict) -> dict:
+    """How long and how fast a variant trains in `fit.train`: train.{epochs, lr}, unless its own
+    settings block `own` sets them (train.lap: LAP's budget is calibrated on its own), with its
+    warm-up epochs and whether to keep the epoch of best validation accuracy (default: the last)."""
+    def pick(key):
+        return tcfg[key] if own.get(key) is None else own[key]
+    return {"epochs": pick("epochs"), "lr": pick("lr"), "warmup_epochs": own.get("warmup_epochs", 0),
+            "keep_best": own.get("keep_best", False)}
 
 
 class Diverged(ValueError):
@@ -270,10 +270,10 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     train_split = read_split(data_root, "train")
     val_split = read_split(data_root, "val")
     mcfg = model_config(cfg, meta, variant, seed)
-    spec, plan = VARIANTS.get(variant), budget(tcfg, variant)
     block = catalog.VARIANTS[variant].get("settings")
     own = tcfg[block] if block else {}
-    lr_key = f"train.{block}.lr" if "lr" in own else "train.lr"
+    spec, plan = VARIANTS.get(variant), budget(tcfg, own)
+    lr_key = "train.lr" if own.get("lr") is None else f"train.{block}.lr"
 
     torch.manual_seed(seed)
     model = build(mcfg).to(device, memory_format=CHANNELS_LAST)
