@@ -12,7 +12,7 @@ from xaibench.metrics.localization import relevance_mass
 from xaibench.models import create_model
 from xaibench.models.lap import LAPClassifier, LAPPool2d, calibrate_scores, lapify
 from xaibench.training.fit import load_model, train
-from xaibench.training.losses import LOSSES
+from xaibench.training import losses
 
 
 class Fixed(nn.Module):
@@ -325,7 +325,7 @@ def test_mask_injection_moves_attention_into_the_mask():
         cfg = {"lap": {"injection": injection, "injection_weight": 1.0}}
         for epoch in range(6):
             for i in range(0, len(x), 32):
-                loss, _ = LOSSES.get("lap")(model, x[i:i + 32], y[i:i + 32], masks[i:i + 32], cfg)
+                loss, _ = losses.lap(model, x[i:i + 32], y[i:i + 32], masks[i:i + 32], cfg)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -341,11 +341,11 @@ def test_lap_loss_options():
     torch.manual_seed(0)
     model = lap_model("small_cnn", 3, width=8)
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    loss, logits = LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "none", "injection_weight": 1.0}})
+    loss, logits = losses.lap(model, x, y, None, {"lap": {"injection": "none", "injection_weight": 1.0}})
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
-    mil, logits = LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "mil", "injection_weight": 1.0}})
+    mil, logits = losses.lap(model, x, y, None, {"lap": {"injection": "mil", "injection_weight": 1.0}})
     assert mil > F.cross_entropy(logits, y)
     mil.backward()
     assert model.head.score[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs masks"):
-        LOSSES.get("lap")(model, x, y, None, {"lap": {"injection": "mask", "injection_weight": 1.0}})
+        losses.lap(model, x, y, None, {"lap": {"injection": "mask", "injection_weight": 1.0}})

@@ -235,3 +235,17 @@ def test_score_lr_factor_scales_only_the_attention_parameters(tiny_project, tiny
     names = {n for n, p in after.named_parameters() if id(p) in attention}
     assert names and all(n.endswith("beta_raw") or ".score." in n for n in names)
     assert not any(moved[n] for n in names) and all(moved[n] for n in moved if n not in names)
+
+
+def test_a_variant_has_a_loss_or_a_trainer_never_both_or_neither():
+    """`Variant.loss` is what fit.train minimises; a variant with its own trainer declares none, so no
+    registered loss is dead code."""
+    from xaibench.training import VARIANTS, Variant, losses
+    import xaibench.training.variants, xaibench.training.plugin, xaibench.training.protopnet  # noqa: F401, E401
+    for name in VARIANTS.names():
+        spec = VARIANTS.get(name)
+        assert (spec.loss is None) != (spec.trainer is None), name
+    with pytest.raises(TypeError):
+        Variant(lambda cfg: None, losses.cross_entropy, trainer=lambda *a: {})
+    with pytest.raises(TypeError):
+        Variant(lambda cfg: None)

@@ -1,7 +1,7 @@
 """Training variants, registered by name (their index is `xaibench.catalog.VARIANTS`).
 
-A variant is what gets trained and how: an architecture builder, a loss and, unless the plain
-seeded epoch loop of `fit.train` fits, its own trainer (a phased schedule such as ProtoPNet's, or a
+A variant is what gets trained and how: an architecture builder and either the loss of the plain
+seeded epoch loop of `fit.train` or its own trainer (a phased schedule such as ProtoPNet's, or a
 fine-tuning of another variant's model such as the LAP plug-in). Adding one is a module that calls
 `VARIANTS.register(name, Variant(...))` plus its catalog entry; its settings block, if any, lives
 under `train.{settings}` in params.yaml and becomes part of its checkpoints' model config.
@@ -16,14 +16,17 @@ from ..registry import Registry
 from .. import catalog
 
 VARIANTS = Registry("training variant", catalog.VARIANTS)
-LOSSES = Registry("loss")
 
 
 @dataclass(frozen=True)
 class Variant:
     build: Callable  # model config (fit.model_config) -> untrained nn.Module
-    loss: Callable  # (model, x, y, masks, train settings) -> (loss, logits)
+    loss: Callable | None = None  # (model, x, y, masks, train settings) -> (loss, logits): what fit.train minimises
     trainer: Callable | None = None  # (cfg, data_root, variant, seed, out, device) -> summary; None = fit.train
+
+    def __post_init__(self):
+        if (self.loss is None) == (self.trainer is None):
+            raise TypeError("a Variant has a loss for fit.train's epoch loop or a trainer of its own, exactly one")
     param_groups: Callable | None = None  # (model, variant settings) -> optimiser groups with an "lr_scale"; None = one group
     epoch_settings: Callable | None = None  # (train settings, epoch) -> the settings the loss sees that epoch
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import LOSSES
-
 
 def minmax(a: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Scale each map of a batch [B,...] to [0,1]; a constant map becomes 0 (CYBORG's later repos guard it so)."""
@@ -19,7 +17,6 @@ def class_activation_map(model, feats: torch.Tensor, classes: torch.Tensor) -> t
     return torch.einsum("bchw,bc->bhw", feats, model.fc.weight[classes])
 
 
-@LOSSES.register("cross_entropy")
 def cross_entropy(model, x, y, masks, cfg):
     logits = model(x)
     return F.cross_entropy(logits, y), logits
@@ -67,7 +64,6 @@ def last_relu_input(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return store["f"], logits
 
 
-@LOSSES.register("cyborg")
 def cyborg(model, x, y, masks, cfg):
     """CYBORG (Boyd et al. 2023): α·CE + (1−α)·MSE(minmax CAM, minmax human map at CAM size).
 
@@ -130,7 +126,6 @@ def mil_injection(head_scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((bce * pos).sum(1) + neg).mean()
 
 
-@LOSSES.register("lap")
 def lap(model, x, y, masks, cfg):
     """LAP variant: CE + injection_weight · knowledge-injection term on the model's own attention maps.
 

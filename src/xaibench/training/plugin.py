@@ -71,4 +71,4 @@ def plugin(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str |
     return summary
 
 
-VARIANTS.register(VARIANT, Variant(lap_classifier, losses.lap, trainer=plugin))
+VARIANTS.register(VARIANT, Variant(lap_classifier, trainer=plugin))  # fine-tunes with losses.lap, as `lap` trains

@@ -122,17 +122,6 @@ def protopnet_loss(model, x, y, pcfg: dict, compensate: bool = False):
     return loss, logits, parts
 
 
-def loss_protopnet(model, x, y, masks, cfg):
-    """Variant-registry loss contract `(model, x, y, masks, cfg) -> (loss, logits)`; cfg = cfg['train']."""
-    loss, logits, _ = protopnet_loss(model, x, y, cfg["protopnet"], compensate=False)
-    return loss, logits
-
-
-def loss_protopnet_comp(model, x, y, masks, cfg):
-    loss, logits, _ = protopnet_loss(model, x, y, cfg["protopnet"], compensate=True)
-    return loss, logits
-
-
 # --- push -----------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -380,5 +369,5 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
     return summary
 
 
-VARIANTS.register("protopnet", Variant(build, loss_protopnet, trainer=train))
-VARIANTS.register("protopnet_comp", Variant(build, loss_protopnet_comp, trainer=train))
+VARIANTS.register("protopnet", Variant(build, trainer=train))
+VARIANTS.register("protopnet_comp", Variant(build, trainer=train))
