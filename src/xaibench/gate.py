@@ -68,8 +68,11 @@ def mark(variant: str, failed: Mapping, seed: int | None = None) -> str:
     return f"{variant}{MARK}" if hit else variant
 
 
-def footnote(failed: Mapping[str, Mapping[int, str]] | None) -> str:
-    """The line under a table: which models failed and why (None: the gate could not be evaluated)."""
+def footnote(failed: Mapping[str, Mapping[int, str]] | None, shown: Iterable[str] | None = None) -> str:
+    """The line under a table: which of the `shown` variants' models (default: all) failed and why
+    (None: the gate could not be evaluated)."""
+    if failed is not None and shown is not None:
+        failed = {v: seeds for v, seeds in failed.items() if v in set(shown)}
     if failed is None:
         return "Learnability gate not evaluated: the `accuracy` family is not measured in this run."
     if not failed:

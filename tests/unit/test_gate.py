@@ -127,3 +127,11 @@ def test_bars_of_a_failed_variant_are_hatched_and_its_legend_marked():
     assert [t.get_text() for t in legend.get_texts()] == ["standard", "lap†"]
     assert [h.get_hatch() for h in legend.legend_handles] == [None, HATCH]
     plt.close(fig)
+
+
+def test_a_table_footnote_names_only_the_variants_it_shows():
+    failed = {"lap": {0: "nocue accuracy 0.6 < gate.threshold 0.85"}, "protopnet": {2: "nocue accuracy 0.8 < gate.threshold 0.85"}}
+    note = gate.footnote(failed, ["protopnet", "protopnet_comp"])
+    assert "protopnet seed 2" in note and "lap" not in note
+    assert gate.footnote(failed, ["standard"]) == gate.footnote({})
+    assert "lap seed 0" in gate.footnote(failed)

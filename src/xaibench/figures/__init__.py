@@ -179,7 +179,7 @@ def localization(cfg, dataset):
     failed = gate_failures(cfg, dataset)
     lines += [f"| {r.split} | {r.metric} | {gate.mark(r.variant, failed or ())} | {r.method} | {r.mean:.3f}"
               + ("" if pd.isna(r.sd) else f" ± {r.sd:.3f}") + f" | {r.n} |" for r in stats.itertuples()]
-    lines += ["", gate.footnote(failed)]
+    lines += ["", gate.footnote(failed, set(stats.variant))]
     with atomic_path(out / "localization.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

@@ -37,7 +37,7 @@ def _write_table(dataset: str, name: str, title: str, stats: pd.DataFrame, colum
     lines = [f"# {dataset}: {title}", "", "| explainer | " + " | ".join(heads) + " |", "|---" * (1 + len(heads)) + "|"]
     for method in _methods(stats):
         lines.append(f"| {method} | " + " | ".join(cell.get((v, method, c), "–") for v in variants for c, _ in columns) + " |")
-    lines += ["", gate.footnote(failed)]
+    lines += ["", gate.footnote(failed, variants)]
     with atomic_path(out / f"{name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

@@ -57,7 +57,7 @@ def misalignment(cfg, dataset):
             lines.append(f"| {gate.mark(v, failed or ())} | {k} | {_cell(stats, v, k, 'PLC')} | {_cell(stats, v, k, 'PRC')} | "
                          f"{_cell(stats, v, k, 'PAC')} | {_cell(stats, v, k, 'accuracy_before')} → "
                          f"{_cell(stats, v, k, 'accuracy_after')} | {_cell(stats, v, k, 'AC')} | {n} |")
-    lines += ["", gate.footnote(failed)]
+    lines += ["", gate.footnote(failed, variants)]
     with atomic_path(out / "misalignment.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

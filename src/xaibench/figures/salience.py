@@ -207,7 +207,7 @@ def salience_summary(cfg, dataset):
     lines = [f"# {dataset}: Explain-to-Me salience measures, mean ± sd over seeds (stability: over seed pairs)", "",
              header, "|" + "---|" * (2 + len(variants))]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in wide.itertuples(index=False)]
-    lines += ["", gate.footnote(failed)]
+    lines += ["", gate.footnote(failed, variants)]
     with atomic_path(out / "salience_summary.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(5.4 + 1.6 * len(variants), 0.2 * (len(wide) + 3)))
