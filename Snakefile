@@ -21,11 +21,14 @@ configfile: str(Path(workflow.basedir) / "params.yaml")  # absolute: a named run
 # The whole configuration is checked before any job runs (and before any output is touched): the
 # schema, the relations between keys, explainer and featviz options, the device, map sizes.
 from xaibench import config as _settings
+from xaibench.plugins import PluginError
 
 try:
     _settings.validate(config)
 except _settings.ConfigError as exc:
     raise WorkflowError(f"invalid settings (params.yaml / --configfile): {exc}")
+except PluginError as exc:  # an installed plugin (xaibench.plugins) fails to load or clashes
+    raise WorkflowError(str(exc))
 
 # Runs are kept apart: a named run (a preset's `run:`) lives in runs/<run>/ with its own data,
 # results and Snakemake records; the default run keeps the paths DVC tracks.

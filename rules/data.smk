@@ -7,6 +7,8 @@ for name in DATASETS:
     rule:
         name:
             f"prepare_{name}"
+        input:
+            code=steps.code("prepare", config, dataset=name),
         output:
             kept(steps.prepared_files(config, name)),
         params:

@@ -8,6 +8,7 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
             f"draw_figures_{part}"
         input:
             lambda w, names=names: steps.figure_inputs(config, w.dataset, names),
+            code=steps.code("figures", config, figures=names),
         output:
             shown=[
                 report(

@@ -5,6 +5,7 @@ if MODEL_FAMILIES:
     rule measure_model:
         input:
             lambda w: steps.measure_inputs(config, w.dataset, w.variant, seed=w.seed),
+            code=lambda w: steps.code("measure", config, variant=w.variant, families=MODEL_FAMILIES),
         output:
             kept(steps.measure_outputs(config)),
         params:
@@ -23,6 +24,7 @@ if MODEL_FAMILIES:
 rule measure_variant:
     input:
         lambda w: steps.measure_inputs(config, w.dataset, w.variant, family=w.family),
+        code=lambda w: steps.code("measure", config, variant=w.variant, families=[w.family]),
     output:
         kept(str(paths.measure_unit("{dataset}", "{family}", "{variant}", "seeds"))),
     wildcard_constraints:

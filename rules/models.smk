@@ -35,6 +35,7 @@ for variant in VARIANTS:
         input:
             data=str(paths.prepared("{dataset}") / "meta.json"),
             model=steps.model_file("{dataset}", variant, "{seed}"),
+            code=steps.code("explain", config, variant=variant, methods=catalog.methods_for(config["explain"], variant)),
         output:
             kept(steps.explain_outputs(config, variant)),
         params:
@@ -57,6 +58,7 @@ rule generate_prototypes:
     input:
         data=str(paths.prepared("{dataset}") / "meta.json"),
         model=steps.model_file("{dataset}", "{variant}", "{seed}"),
+        code=lambda w: steps.code("generate", config, variant=w.variant),
     output:
         kept([str(paths.prototypes("{dataset}", "{variant}", "{seed}", ext)) for ext in ("npz", "png")]),
     params:

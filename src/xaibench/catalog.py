@@ -170,6 +170,8 @@ def seed_list(train: dict, variant: str) -> list[int] | None:
 
 def seeds_for(cfg: dict, variant: str) -> list[int]:
     """The seeds `variant` is trained for: train.seeds, restricted by the variant's own seed list."""
+    if VARIANTS[variant].get("external"):
+        return EXTERNAL_SEEDS
     own = seed_list(cfg["train"], variant)
     return [s for s in cfg["train"]["seeds"] if own is None or s in own]
 
@@ -551,3 +553,32 @@ FIGURES = {
         "needs": ["segmentation", "perclass"],
     },
 }
+
+
+# ---- entries from outside the package ----------------------------------------------------------------
+
+# Installed plugins (entry points `xaibench.plugins`, xaibench.plugins): their entries join the sections
+# above when the catalog loads. PLUGINS: (section, name) -> the plugin that added it.
+from . import plugins as _plugins  # noqa: E402  (after the sections it extends)
+
+PLUGINS = _plugins.load({s: globals()[s] for s in _plugins.SECTIONS})
+
+
+def plugin_files(**names) -> list[str]:
+    """Source files of the plugins adding any of `names` (e.g. `explainers=[...]`): a rule's inputs."""
+    return _plugins.files(PLUGINS, **names)
+
+
+# External models (settings `models.external.<name>`, xaibench.training.external): checkpoints trained
+# elsewhere, each a variant that is imported instead of trained, for seed 0 only. A state_dict of a
+# registered architecture is a `Classifier` (every explainer applies); a TorchScript file provides
+# only the `features`/`classify` methods Grad-CAM and the gradient methods need.
+EXTERNAL_SEEDS = [0]
+
+
+def add_external(name: str, block: dict) -> None:
+    """Make the external model `name` a variant (refusing a name the catalog already uses otherwise)."""
+    if name in VARIANTS and not VARIANTS[name].get("external"):
+        raise ValueError(f"models.external.{name}: '{name}' is already a training variant; choose another name")
+    provides = ["linear_head", "plain_layers"] if block.get("format", "state_dict") == "state_dict" else []
+    VARIANTS[name] = {"module": "xaibench.training.external", "external": True, "provides": provides}

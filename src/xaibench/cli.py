@@ -9,7 +9,12 @@ import argparse
 import sys
 import time
 
-from . import catalog, config, paths, steps
+from .plugins import PluginError
+
+try:
+    from . import catalog, config, paths, steps
+except PluginError as _exc:  # a broken or clashing plugin: one line, before any step runs
+    sys.exit(f"xaibench: error: {_exc}")
 
 EPILOG = """steps, in pipeline order:
   prepare   write data/prepared/{dataset}/{split}.npz + meta.json
@@ -27,6 +32,10 @@ EPILOG = """steps, in pipeline order:
 
 The whole pipeline is `snakemake --cores all` (or `xaibench run`, which checks presets and targets
 first); these steps are what its rules call."""
+
+
+VARIANT_HELP = ("training variant: " + ", ".join(catalog.VARIANTS)
+                + ", or the name of an external model (settings models.external)")
 
 
 def _settings(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +66,9 @@ def _load(args) -> dict:
     job = {{"family": "families", "method": "methods"}.get(k, k): v for k, v in job.items()}
     if args.command == "measure" and job.get("seed", -1) < 0:
         job.pop("seed", None)
+    if "variant" in job and job["variant"] not in catalog.VARIANTS:  # the settings may add external models
+        raise ValueError(f"--variant {job['variant']}: not a training variant nor a models.external name; "
+                         f"choose from: {', '.join(catalog.VARIANTS)}")
     return steps.settings(args.command, cfg, **job)
 
 
@@ -273,13 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("train", cmd_train, "train one model (resumes from its last epoch checkpoint); "
              "lap_plugin fine-tunes the trained standard model of the same seed")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
+    p.add_argument("--variant", required=True, help=VARIANT_HELP)
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--out", help="output folder (default results/models/{dataset}/{variant}/seed{seed})")
     p = step("explain", cmd_explain, "explain one model's decisions on one split with one or more methods "
              "(options from explain.options.{method})")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
+    p.add_argument("--variant", required=True, help=VARIANT_HELP)
     p.add_argument("--method", required=True, action="append", choices=list(catalog.EXPLAINERS),
                    help="explainer (repeatable)")
     p.add_argument("--split", required=True)
@@ -287,11 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = step("generate", cmd_generate, "paper B: generate one image per class with every featviz method "
              "(prototype, fourier_fv, pixel_ascent) for one model; options from featviz.options.{method}")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
+    p.add_argument("--variant", required=True, help=VARIANT_HELP)
     p.add_argument("--seed", required=True, type=int)
     p = step("measure", cmd_measure, "compute metric families for one model (or every seed of a variant)")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--variant", required=True, choices=list(catalog.VARIANTS))
+    p.add_argument("--variant", required=True, help=VARIANT_HELP)
     p.add_argument("--family", required=True, action="append", choices=list(catalog.FAMILIES),
                    help="metric family (repeatable, same scope)")
     p.add_argument("--seed", type=int, default=-1, help="model seed (ignored by families that span seeds)")

@@ -63,6 +63,8 @@ def schema() -> dict:
     metrics = tree["properties"]["metrics"]["properties"]
     metrics["variants"]["propertyNames"] = {"enum": list(catalog.FAMILIES)}
     metrics["variants"]["additionalProperties"]["items"]["enum"] = list(catalog.VARIANTS)
+    external = tree["properties"]["models"]["properties"]["external"]["additionalProperties"]["properties"]
+    external["arch"]["enum"] = list(catalog.ARCHITECTURES)
     return tree
 
 
@@ -86,13 +88,32 @@ def validate(cfg: dict, relations: bool = True) -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"settings must be a mapping of sections, got {type(cfg).__name__}")
     _rename_deprecated(cfg)
+    external = _declare_external(cfg)
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_describe(errors[0]))
+    variants = cfg["train"]["variants"]
+    variants += [name for name in external if name not in variants]  # an external model runs once declared
     _check_numbers(cfg)
     if relations:
         _check_relations(cfg)
     return cfg
+
+
+def _declare_external(cfg: dict) -> list[str]:
+    """Make each `models.external` name a variant of the catalog before the schema's enums are built
+    (its settings block is part of every slice that names it); return the names."""
+    from . import catalog
+    models = cfg.get("models")
+    external = models.get("external") if isinstance(models, dict) else None
+    if not isinstance(external, dict):
+        return []  # the schema says what is wrong
+    for name, block in external.items():
+        try:
+            catalog.add_external(name, block if isinstance(block, dict) else {})
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return list(external)
 
 
 # Renamed settings: old key path -> new one. The old name keeps working for one release, with a note.
@@ -176,8 +197,25 @@ def _check_relations(cfg: dict) -> None:
     if missing:
         raise ConfigError(f"featviz.seeds: {missing} not in train.seeds {cfg['train']['seeds']}; "
                           "prototypes are generated only for trained models")
+    _check_external(cfg)
     _check_runnable(cfg, catalog)
     return cfg
+
+
+def _check_external(cfg: dict) -> None:
+    """External checkpoints exist and are PyTorch archives (torch.save and torch.jit.save both write a
+    zip), checked without torch before any job; classes and input size are checked when imported."""
+    import zipfile
+    for name, block in cfg["models"]["external"].items():
+        key, path = f"models.external.{name}", Path(block["path"])
+        if not path.is_file():
+            raise ConfigError(f"{key}.path: {path} not found (run from the project folder, or give an absolute path)")
+        if not zipfile.is_zipfile(path):
+            raise ConfigError(f"{key}.path: {path} is not a PyTorch file (torch.save / torch.jit.save write a zip "
+                              "archive); it is corrupt or of another format: save it again")
+        if block["format"] == "state_dict" and block["normalisation"] is not None:
+            raise ConfigError(f"{key}.normalisation: only for torchscript models; a state_dict model is a "
+                              "Classifier, which normalises its inputs itself")
 
 
 def _check_runnable(cfg: dict, catalog) -> None:
@@ -236,7 +274,7 @@ def rebase_inputs(cfg: dict, run_dir: Path) -> dict:
     (runs/<run>/), so `data/raw/cub` still names the project's data/raw/cub from there."""
     up = Path(*[".."] * len(Path(run_dir).parts))
     out = copy.deepcopy(cfg)
-    for key in INPUT_PATHS:
+    for key in INPUT_PATHS + tuple(f"models.external.{n}.path" for n in out.get("models", {}).get("external", {})):
         *parents, last = key.split(".")
         node = out
         for part in parents:

@@ -100,7 +100,10 @@ def _expand(cfg: dict, key: str, leave_out: set[str]) -> list[str]:
 def model_keys(cfg: dict, variant: str) -> list[str]:
     """The training settings that define `variant`'s models: the shared ones plus the variant's own
     block only (so LAP settings never retrain or re-explain `standard`), without any seed list (which
-    seeds run is not part of what a model is, so adding a seed reruns no other seed's jobs)."""
+    seeds run is not part of what a model is, so adding a seed reruns no other seed's jobs). An
+    external model is defined by its own `models.external` block alone."""
+    if catalog.VARIANTS[variant].get("external"):
+        return [f"models.external.{variant}"]
     blocks = {e.get("settings") for e in catalog.VARIANTS.values()} - {None}
     own = catalog.VARIANTS[variant].get("settings")
     shared = [f"train.{k}" for k in cfg["train"] if k not in blocks | {"variants", "seeds", "threads"}]
@@ -109,6 +112,8 @@ def model_keys(cfg: dict, variant: str) -> list[str]:
 
 def seed_keys(variant: str) -> list[str]:
     """What decides the seeds a variant is trained for (`seeds`)."""
+    if catalog.VARIANTS[variant].get("external"):
+        return []  # always seed 0 (catalog.EXTERNAL_SEEDS)
     own = catalog.VARIANTS[variant].get("seeds")
     return ["train.seeds"] + ([f"train.{own}"] if own else [])
 
@@ -146,19 +151,27 @@ def keys(step: str, cfg: dict, *, dataset: str | None = None, variant: str | Non
             out += seed_keys(variant)  # families spanning seeds: which seeds they compare
         if per_model and any("generated_images" in catalog.FAMILIES[f]["needs"] for f in families):
             out += ["featviz.variants", "featviz.seeds"]  # narrowed to this model by `settings`
-        return out
+        named = {v for lists in (cfg["explain"].get("variants") or {}, cfg["metrics"]["variants"])
+                 for vs in lists.values() for v in vs or ()}  # other external models these lists name
+        return out + [f"models.external.{v}" for v in sorted(named) if v != variant
+                      and catalog.VARIANTS[v].get("external")]
     if step in ("aggregate", "discrimination"):  # read per-image rows and the catalog only
         return []
     if step in ("claims", "summary"):  # summary: the headline's accuracies and gate counts (claims.Run)
-        return ["datasets", "metrics.families", "train.variants", "gate", "claims",
+        return ["datasets", "metrics.families", "train.variants", "gate", "claims", *_external(cfg),
                 *sorted({k for v in catalog.VARIANTS for k in seed_keys(v)})]
     if step == "leaderboard":  # every setting that defines the results: their hash identifies the run
         return [k for k in cfg if k not in ("run", "figures")]
     if step == "figures":
         return ["figures", "datasets", "gate", *_rest(cfg, "train", "threads"), "metrics",
                 *[f"explain.{k}" for k in ("methods", "variants", "splits", "options")],
-                "data.shapes.classes", "featviz.variants", "featviz.seeds"]
+                "data.shapes.classes", "featviz.variants", "featviz.seeds", *_external(cfg)]
     raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
+
+
+def _external(cfg: dict) -> list[str]:
+    """`models.external` for steps that see every variant (their names must be known to the catalog)."""
+    return ["models.external"] if cfg.get("models", {}).get("external") else []
 
 
 def settings(step: str, cfg: dict, **job) -> Settings:
@@ -207,7 +220,24 @@ def train_inputs(cfg: dict, dataset: str, variant: str, seed) -> dict[str, str]:
     source = catalog.VARIANTS[variant].get("source")
     if source:
         files["source"] = model_file(dataset, source, seed)
+    if catalog.VARIANTS[variant].get("external"):  # the file itself: replacing it reruns its model's jobs
+        files["checkpoint"] = cfg["models"]["external"][variant]["path"]
+    files["code"] = code("train", cfg, variant=variant)
     return files
+
+
+def code(step: str, cfg: dict, *, dataset: str | None = None, variant: str | None = None,
+         methods: list[str] = (), families: list[str] = (), figures: list[str] = ()) -> list[str]:
+    """The installed plugins' source files one job of `step` runs (its rule's inputs, so a changed
+    plugin reruns exactly the jobs that use it); [] without plugins."""
+    if not catalog.PLUGINS:
+        return []
+    variants = [variant] if variant else []
+    archs = [cfg["train"]["arch"]] if step in ("train", "explain", "generate", "measure") else []
+    if step == "measure":  # families re-explain with the variant's methods (maps_for)
+        methods = catalog.methods_for(cfg["explain"], variant)
+    return catalog.plugin_files(datasets=[dataset] if dataset else [], variants=variants, architectures=archs,
+                                explainers=methods, families=families, figures=figures)
 
 
 def explain_outputs(cfg: dict, variant: str) -> list[str]:

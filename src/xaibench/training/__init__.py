@@ -31,8 +31,16 @@ class Variant:
     epoch_settings: Callable | None = None  # (train settings, epoch) -> the settings the loss sees that epoch
 
 
+def variant_spec(name: str) -> Variant:
+    """The Variant of `name`: an external model (settings `models.external`) is imported, not trained."""
+    if catalog.VARIANTS[name].get("external"):
+        from .external import EXTERNAL
+        return EXTERNAL
+    return VARIANTS.get(name)
+
+
 def train_variant(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto") -> dict:
     """Train one model of `variant` with its trainer; writes model.pt, history.csv, summary.json under `out`."""
     from .fit import train
-    trainer = VARIANTS.get(variant).trainer or train
+    trainer = variant_spec(variant).trainer or train
     return trainer(cfg, data_root, variant, seed, out, device)

@@ -17,7 +17,7 @@ from ..io import atomic_path, load_torch, save_json, save_torch
 from ..progress import Progress
 from .. import catalog
 from ..models import load_pretrained
-from . import VARIANTS
+from . import VARIANTS, variant_spec
 
 CHECKPOINT = "checkpoint.pt"
 CHANNELS_LAST = torch.channels_last  # ~1.5x faster CPU convolutions for these small CNNs (measured)
@@ -38,6 +38,9 @@ def resolve_device(name: str) -> torch.device:
 
 def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
     """Everything that decides what a checkpoint's weights mean; stored with it and checked on load."""
+    if catalog.VARIANTS[variant].get("external"):
+        from .external import model_config as external
+        return external(cfg, meta, variant, seed)
     train = cfg["train"]
     return {
         "arch": train["arch"], "width": train["width"], "num_classes": len(meta["classes"]),
@@ -50,7 +53,7 @@ def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
 
 def build(mcfg: dict):
     """An untrained model of the checkpoint's variant and configuration."""
-    return VARIANTS.get(mcfg["variant"]).build(mcfg)
+    return variant_spec(mcfg["variant"]).build(mcfg)
 
 
 def first_difference(stored, expected, prefix: str = "") -> tuple[str, object, object] | None:
