@@ -1,0 +1,152 @@
+"""Plugins (entry points `xaibench.plugins`) and external models (`models.external`), without a workflow run.
+
+Plugins are real distributions on a temporary site folder (a dist-info with entry_points.txt, what pip
+leaves), found by importlib.metadata in a fresh `xaibench` process; external models are real torch
+files imported by the real `train` step. tests/integration/test_plugins.py runs both through Snakemake.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from xaibench import catalog, cli, config, plugins, steps
+from xaibench.models import create_model
+from xaibench.training.fit import CheckpointMismatch, load_trained
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples/xaibench-example-plugin"
+
+
+def install(site: Path, dist: str, module: str, source: str | None = None) -> Path:
+    """A distribution `dist` in `site` whose entry point `example` names `module` (its source written
+    there when given): what `pip install` leaves, read by importlib.metadata like any other."""
+    if source is not None:
+        (site / f"{module}.py").write_text(source)
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{plugins.GROUP}]\nexample = {module}\n")
+    return site
+
+
+def xaibench(*args: str, path: list[Path]) -> subprocess.CompletedProcess:
+    """`xaibench ...` in a fresh process with `path` first on PYTHONPATH (the catalog loads plugins once)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO / "src"]))}
+    return subprocess.run([sys.executable, "-m", "xaibench.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_an_installed_plugin_adds_its_names_to_the_catalog_and_the_cli(tmp_path, monkeypatch):
+    """The example plugin's explainer and family are merged (torch-free: its catalog module) and are
+    choices of the CLI; the files of its package are what the jobs using them take as inputs."""
+    site = install(tmp_path, "xaibench-example-plugin", "xaibench_example.catalog")
+    monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
+    monkeypatch.syspath_prepend(str(site))
+    sections = {s: dict(getattr(catalog, s)) for s in plugins.SECTIONS}
+    owners = plugins.load(sections)
+    assert set(owners) == {("EXPLAINERS", "grad_power"), ("FAMILIES", "peak_share")}
+    assert sections["EXPLAINERS"]["grad_power"]["options"] == {"power": 2.0}
+    code = plugins.files(owners, explainers=["grad_power"])
+    assert str(EXAMPLE / "src/xaibench_example/explainers.py") in code
+    assert plugins.files(owners, explainers=["gradcam"]) == []  # built-ins: no plugin inputs
+    helps = [xaibench(step, "--help", path=[site, EXAMPLE / "src"]) for step in ("explain", "measure")]
+    assert "grad_power" in helps[0].stdout and "peak_share" in helps[1].stdout
+    assert "grad_power" not in xaibench("explain", "--help", path=[]).stdout  # not installed: not there
+
+
+BROKEN = "raise RuntimeError('this plugin is broken')\n"
+CLASH = 'CATALOG = {"EXPLAINERS": {"gradcam": {"module": "clash_impl", "options": {}}}}\n'
+
+
+@pytest.mark.parametrize("source, says", [(BROKEN, "import failed: RuntimeError: this plugin is broken"),
+                                          (CLASH, "EXPLAINERS entry 'gradcam' clashes with a built-in")])
+def test_a_broken_or_clashing_plugin_stops_the_cli_in_one_line_naming_it(tmp_path, source, says):
+    site = install(tmp_path, "bad-plugin", "bad_plugin", source)
+    out = xaibench("explain", "--help", path=[site])
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(lines) == 1, out.stderr
+    assert "plugin bad-plugin (entry point 'example = bad_plugin'" in lines[0] and says in lines[0]
+
+
+# ---- external models ------------------------------------------------------------------------------
+
+@pytest.fixture
+def catalog_restored():
+    """External names join catalog.VARIANTS when settings declare them: forget them afterwards."""
+    before = dict(catalog.VARIANTS)
+    yield
+    catalog.VARIANTS.clear()
+    catalog.VARIANTS.update(before)
+
+
+def external_cfg(tiny_cfg: dict, **models) -> dict:
+    raw = {**{k: v for k, v in tiny_cfg.items() if k != "models"}, "models": {"external": models}}
+    raw["train"] = {k: v for k, v in raw["train"].items() if k != "variants"} | {"variants": ["standard"]}
+    return config.validate(json.loads(json.dumps(raw)))
+
+
+def save_models(folder: Path, classes: int = 4) -> dict[str, Path]:
+    torch.manual_seed(0)
+    model = create_model("small_cnn", classes, width=8).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "sd.pt")
+    torch.jit.save(torch.jit.script(model), folder / "ts.pt")
+    return {"sd": folder / "sd.pt", "ts": folder / "ts.pt"}
+
+
+def train(cfg: dict, variant: str, capsys) -> tuple[int, str]:
+    """The `train` step as its rule calls it (the job's settings slice as JSON)."""
+    slice_ = steps.as_json(steps.settings("train", cfg, dataset="shapes", variant=variant, seed=0))
+    code = cli.main(["train", "--dataset", "shapes", "--variant", variant, "--seed", "0", "--config", slice_])
+    return code, capsys.readouterr().err
+
+
+def test_external_state_dict_and_torchscript_models_are_imported_as_models(tiny_project, tiny_cfg, capsys,
+                                                                         catalog_restored):
+    """Both formats become seed-0 models of their own variant: checked, evaluated, loadable by every
+    step; a file replaced after the import is refused until its import reruns."""
+    files = save_models(tiny_project / "data/external")
+    cfg = external_cfg(tiny_cfg, mine_sd={"path": "data/external/sd.pt", "arch": "small_cnn", "width": 8, "classes": 4},
+                       mine_ts={"path": "data/external/ts.pt", "format": "torchscript", "classes": 4})
+    assert cfg["train"]["variants"] == ["standard", "mine_sd", "mine_ts"]
+    assert steps.models(cfg)[-2:] == [("mine_sd", 0), ("mine_ts", 0)]
+    assert steps.train_inputs(cfg, "shapes", "mine_ts", 0)["checkpoint"] == "data/external/ts.pt"
+    assert catalog.methods_for(cfg["explain"], "mine_ts") == [m for m in cfg["explain"]["methods"]
+                                                             if catalog.EXPLAINERS[m].get("needs") is None]
+    x = torch.rand(3, 3, 32, 32)
+    for variant in ("mine_sd", "mine_ts"):
+        assert train(cfg, variant, capsys)[0] == 0
+        model, mcfg = load_trained(cfg, "shapes", variant, 0)
+        summary = json.loads((tiny_project / f"results/models/shapes/{variant}/seed0/summary.json").read_text())
+        assert mcfg["sha256"] == summary["sha256"] and 0 <= summary["test_accuracy"] <= 1
+        reference = torch.jit.load(files["ts"]) if variant == "mine_ts" else None
+        if reference is not None:
+            assert torch.allclose(model(x), reference(x), atol=1e-5)
+    torch.jit.save(torch.jit.script(create_model("small_cnn", 4, width=8)), files["ts"])  # replaced
+    with pytest.raises(CheckpointMismatch, match="sha256"):
+        load_trained(cfg, "shapes", "mine_ts", 0)
+
+
+def test_external_model_errors_are_one_line_naming_the_file(tiny_project, tiny_cfg, capsys, catalog_restored):
+    """Missing and corrupt files are refused with the settings, before any job; a wrong class count
+    when imported; each in one line naming the file, with nothing written."""
+    files = save_models(tiny_project / "data/external", classes=3)
+    (tiny_project / "data/external/bad.pt").write_bytes(b"not a torch file" * 10)
+    for path, says in (("data/external/none.pt", "data/external/none.pt not found"),
+                       ("data/external/bad.pt", "data/external/bad.pt is not a PyTorch file")):
+        with pytest.raises(config.ConfigError, match=f"models.external.mine.path: {says}"):
+            external_cfg(tiny_cfg, mine={"path": path, "classes": 4})
+    for block, says in (({"classes": 3}, "models.external.mine.classes is 3 but dataset shapes has 4 classes"),
+                        ({"classes": 4}, "not a state_dict of small_cnn (width 8) with 4 classes (size mismatch")):
+        cfg = external_cfg(tiny_cfg, mine={"path": str(files["sd"]), "width": 8, **block})
+        code, err = train(cfg, "mine", capsys)
+        assert code != 0 and len(err.strip().splitlines()) == 1 and str(files["sd"]) in err and says in err, err
+        assert not (tiny_project / "results/models/shapes/mine").exists()
+    with pytest.raises(config.ConfigError, match="'standard' is already a training variant"):
+        external_cfg(tiny_cfg, standard={"path": str(files["sd"]), "classes": 4})
