@@ -125,7 +125,8 @@ def test_bad_plugin_or_model_stops_the_workflow_before_any_job(tmp_path, case):
     if case == "corrupt model":
         (root / "data/external").mkdir(parents=True)
         (root / "data/external/mine.pt").write_bytes(b"\x00" * 100)
-    (tmp_path / "o.yaml").write_text(yaml.safe_dump({**OVERLAY, "models": {"external": models}}))
+    plain = {**OVERLAY, "explain": {"methods": ["gradcam"]}, "metrics": {"families": ["accuracy"]}}  # no plugin names
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump({**plain, "models": {"external": models}}))
     out = snakemake(f"-n --configfile {tmp_path / 'o.yaml'}", root, site, check=False)
     says = {"broken plugin": "plugin broken-plugin (entry point 'broken = broken_plugin' in group xaibench.plugins): "
                              "import failed: ImportError: needs a package that is not installed",
