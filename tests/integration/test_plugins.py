@@ -4,8 +4,8 @@ The example plugin (examples/xaibench-example-plugin: the `grad_power` explainer
 family) is pip-installed into a folder of its own (`--target`, offline; the shared environment stays
 untouched) that the workflow finds on PYTHONPATH, and two models trained outside the suite
 (examples/external_model/make_models.py: a state_dict and TorchScript) are declared in
-`models.external`. One small Snakemake run (the measure phase: tables, claims, leaderboard) then
-scores all of them; the dry runs after it check which jobs a changed plugin or a replaced model reruns.
+`models.external`. One small Snakemake run (tables, claims, leaderboard, figures) then scores and
+draws all of them; the dry runs after it check which jobs a changed plugin or a replaced model reruns.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def scored(tmp_path_factory):
     snakemake(f"prepare --configfile {tmp / 'base.yaml'}", root, tmp / "site")  # the models are trained on its data
     run(f"PYTHONPATH={root / 'src'} {sys.executable} {REPO / 'examples/external_model/make_models.py'} "
         "--data data/prepared/shapes --out data/external --epochs 2", root)
-    snakemake(f"measure --configfile {tmp / 'mine.yaml'}", root, tmp / "site")
+    snakemake(f"measure figures --configfile {tmp / 'mine.yaml'}", root, tmp / "site")
     return root, tmp
 
 
@@ -70,6 +70,8 @@ def test_plugin_and_external_models_are_in_the_cli_tables_and_leaderboard(scored
     board = pd.read_csv(root / "results/leaderboard/shapes.csv", keep_default_na=False)
     assert {("mine_ts", "grad_power", "peak_share"), ("mine_sd", "gradcam", "localization")} <= set(
         zip(board.variant, board.method, board.family))
+    assert "mine_ts" in (root / "results/tables/shapes/localization.md").read_text()  # drawn like any variant
+    assert (root / "results/figures/shapes/gallery.png").is_file()
 
 
 def test_replacing_an_external_model_reruns_only_its_jobs(scored):
