@@ -161,7 +161,7 @@ def keys(step: str, cfg: dict, *, dataset: str | None = None, variant: str | Non
         return ["datasets", "metrics.families", "train.variants", "gate", "claims", *_external(cfg),
                 *sorted({k for v in catalog.VARIANTS for k in seed_keys(v)})]
     if step == "leaderboard":  # every setting that defines the results: their hash identifies the run
-        return [k for k in cfg if k not in ("run", "figures")]
+        return [k for k in cfg if k not in ("run", "figures", "models")] + _external(cfg)  # no models: the hash as before
     if step == "figures":
         return ["figures", "datasets", "gate", *_rest(cfg, "train", "threads"), "metrics",
                 *[f"explain.{k}" for k in ("methods", "variants", "splits", "options")],
