@@ -112,4 +112,4 @@ def import_model(cfg: dict, data_root: str | Path, variant: str, seed: int, out:
     return summary
 
 
-EXTERNAL = Variant(build, loss=None, trainer=import_model)
+EXTERNAL = Variant(build, trainer=import_model)
