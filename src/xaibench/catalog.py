@@ -580,5 +580,6 @@ def add_external(name: str, block: dict) -> None:
     """Make the external model `name` a variant (refusing a name the catalog already uses otherwise)."""
     if name in VARIANTS and not VARIANTS[name].get("external"):
         raise ValueError(f"models.external.{name}: '{name}' is already a training variant; choose another name")
-    provides = ["linear_head", "plain_layers"] if block.get("format", "state_dict") == "state_dict" else []
+    whole = block.get("format", "state_dict") == "state_dict" and not block.get("cam_layer")
+    provides = ["linear_head", "plain_layers"] if whole else []  # CAM and AGF read the last block
     VARIANTS[name] = {"module": "xaibench.training.external", "external": True, "provides": provides}

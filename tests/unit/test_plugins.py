@@ -133,6 +133,27 @@ def test_external_state_dict_and_torchscript_models_are_imported_as_models(tiny_
         load_trained(cfg, "shapes", "mine_ts", 0)
 
 
+def test_cam_layer_moves_gradcam_to_an_earlier_layer(tiny_project, tiny_cfg, capsys, catalog_restored):
+    """`cam_layer: trunk.7` (small_cnn's second pooling): Grad-CAM's grid is 8x8 instead of 4x4 at 32 px,
+    the outputs are the model's own, and the explainers that read the last block no longer apply."""
+    from xaibench.explain import get
+    save_models(tiny_project / "data/external")
+    block = {"path": "data/external/sd.pt", "width": 8, "classes": 4}
+    cfg = external_cfg(tiny_cfg, last=block, cut={**block, "cam_layer": "trunk.7"})
+    assert "cam" not in catalog.methods_for({"methods": ["gradcam", "cam"]}, "cut")
+    x, targets = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    models = {}
+    for variant in ("last", "cut"):
+        assert train(cfg, variant, capsys)[0] == 0
+        models[variant] = load_trained(cfg, "shapes", variant, 0)[0]
+    assert torch.allclose(models["cut"](x), models["last"](x), atol=1e-5)
+    assert get("gradcam")(models["last"], x, targets).shape[-1] == 4
+    assert get("gradcam")(models["cut"], x, targets).shape[-1] == 8
+    cfg = external_cfg(tiny_cfg, far={**block, "cam_layer": "trunk.99"})
+    code, err = train(cfg, "far", capsys)
+    assert code != 0 and "cam_layer trunk.99: small_cnn's trunk has layers trunk.0 to trunk.14" in err, err
+
+
 def test_external_model_errors_are_one_line_naming_the_file(tiny_project, tiny_cfg, capsys, catalog_restored):
     """Missing and corrupt files are refused with the settings, before any job; a wrong class count
     when imported; each in one line naming the file, with nothing written."""

@@ -42,6 +42,24 @@ class Scripted(nn.Module):
         return self.classify(self.features(x))
 
 
+class Cut(nn.Module):
+    """A Classifier whose `features` end at an earlier trunk layer (`cam_layer`), the rest of the trunk
+    moved into `classify`: what Grad-CAM explains is that layer; outputs and weights are unchanged."""
+
+    def __init__(self, model: nn.Module, index: int):
+        super().__init__()
+        self.model, self.index = model, index
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.trunk[:self.index + 1]((x - self.model.mean) / self.model.std)
+
+    def classify(self, f: torch.Tensor) -> torch.Tensor:
+        return self.model.classify(self.model.trunk[self.index + 1:](f))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+
 def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
     """What an imported model is: its settings block, the file's content and the data it must fit."""
     block = cfg["models"]["external"][variant]
@@ -73,7 +91,13 @@ def build(mcfg: dict) -> nn.Module:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         raise ValueError(f"{path}: not a state_dict of {block['arch']} (width {block['width']}) with "
                          f"{block['classes']} classes ({lines[min(1, len(lines) - 1)][:160]}); {FIX}") from None
-    return model
+    if block["cam_layer"] is None:
+        return model
+    index = int(block["cam_layer"].split(".")[1])
+    if index >= len(model.trunk):
+        raise ValueError(f"{path}: models.external.{mcfg['variant']}.cam_layer {block['cam_layer']}: {block['arch']}'s "
+                         f"trunk has layers trunk.0 to trunk.{len(model.trunk) - 1}")
+    return Cut(model, index)
 
 
 def check(model: nn.Module, mcfg: dict) -> None:
