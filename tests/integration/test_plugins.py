@@ -125,7 +125,7 @@ def test_bad_plugin_or_model_stops_the_workflow_before_any_job(tmp_path, case):
         (info / "entry_points.txt").write_text("[xaibench.plugins]\nbroken = broken_plugin\n")
         (site / "broken_plugin.py").write_text(BROKEN)
     if case == "corrupt model":
-        (root / "data/external").mkdir(parents=True)
+        (root / "data/external").mkdir(parents=True, exist_ok=True)
         (root / "data/external/mine.pt").write_bytes(b"\x00" * 100)
     plain = {**OVERLAY, "explain": {"methods": ["gradcam"]}, "metrics": {"families": ["accuracy"]}}  # no plugin names
     (tmp_path / "o.yaml").write_text(yaml.safe_dump({**plain, "models": {"external": models}}))
