@@ -35,7 +35,7 @@ reproduce: $(VENV)/.installed
 	snakemake --report results/report.html
 
 test: $(VENV)/.installed
-	python -m pytest
+	python -m pytest -n 2 --dist loadgroup  # two workers; the tests sharing the smoke run stay on one (tests/integration/conftest.py)
 
 figures: $(VENV)/.installed
 	snakemake --cores $(CORES) figures

@@ -21,3 +21,11 @@ def smoke_run(tmp_path_factory):
     run(["dvc", "push", "-q"], root)
     run("git add -A && git commit -qm results", root)
     return root, out
+
+
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n 2 --dist loadgroup` (make test), every test that reads the smoke run goes to
+    one worker, so the session fixture runs once while the other worker takes everything else."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke"))
