@@ -344,7 +344,10 @@ def terminal(cells: pd.DataFrame, width: int = 100) -> str:
         return "no leaderboard rows\n"
     rows, columns, grid = wide(cells, broadcast=False)
     heads = {f: next(c for (_, g), c in grid.items() if g == f) for f in columns}
-    name_w, cell_w = 28, 18
+    texts = {key: cell_text(cell, compact=True) for key, cell in grid.items()}
+    # wide enough that no name or cell is cut (a cut drops the rank); names capped at 40
+    name_w = min(40, 2 + max(len(label(cells, pair)) for pair in rows))
+    cell_w = max(18, 2 + max(map(len, texts.values()), default=0))
     per_block = max(1, (width - name_w) // cell_w)
     out = [f"{cells.dataset.iloc[0]}: leaderboard (config {cells.config_hash.iloc[0]}, commit {cells.commit.iloc[0]})",
            "cell: value ±half interval #rank (ties: =); 0→1 = scaled, 0 chance, 1 oracle; ↑/↓ raw",
@@ -360,7 +363,7 @@ def terminal(cells: pd.DataFrame, width: int = 100) -> str:
             for pair in rows:
                 if any((pair, f) in grid for f in block):
                     line = f"{label(cells, pair, name_w - 1):<{name_w}}" + "".join(
-                        f"{(cell_text(grid[pair, f], compact=True) if (pair, f) in grid else '')[:cell_w - 1]:>{cell_w}}"
+                        f"{texts.get((pair, f), ''):>{cell_w}}"
                         for f in block)
                     out.append(line.rstrip()[:width])
     return "\n".join(out) + "\n"

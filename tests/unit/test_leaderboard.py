@@ -105,6 +105,8 @@ def test_step_writes_the_same_bytes_prints_within_100_columns_and_compares(proje
     assert paths.leaderboard("shapes").read_bytes() == first
     printed = capsys.readouterr().out
     assert max(map(len, printed.splitlines())) <= 100 and "standard / gradcam" in printed
+    ranked = [line for line in printed.splitlines() if " / " in line and not line.startswith("*")]
+    assert ranked and all(line.split()[-1].startswith("#") for line in ranked)  # no rank cut off
     assert "| standard / gradcam" in paths.leaderboard("shapes", "md").read_text()
     table = lb.read(paths.leaderboard("shapes"))
     assert list(table.columns) == lb.COLUMNS and table.setting.eq("").all() and "1" in set(table["rank"])
