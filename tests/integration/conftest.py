@@ -23,13 +23,12 @@ def smoke_run(tmp_path_factory):
     return root, out
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items):
+def pytest_itemcollected(item):
     """Under `pytest -n 2 --dist loadgroup` (make test): every test that reads the smoke run goes to
     one worker, so the session fixture runs once, and the other integration tests stay with their
-    module (module-scoped runs, once too); unit tests fill the gaps on either worker."""
-    for item in items:
-        if "smoke_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke"))
-        elif "/integration/" in str(item.path):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    module (module-scoped runs, once too); unit tests fill the gaps on either worker. (Marked as each
+    item is collected, before xdist names the groups; pytest 9.2 ignores them: envs/constraints.txt.)"""
+    if "smoke_run" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group("smoke"))
+    elif "/integration/" in str(item.path):
+        item.add_marker(pytest.mark.xdist_group(item.path.stem))
