@@ -170,7 +170,7 @@ def seed_list(train: dict, variant: str) -> list[int] | None:
 
 def seeds_for(cfg: dict, variant: str) -> list[int]:
     """The seeds `variant` is trained for: train.seeds, restricted by the variant's own seed list."""
-    if VARIANTS[variant].get("external"):
+    if is_external(variant):
         return EXTERNAL_SEEDS
     own = seed_list(cfg["train"], variant)
     return [s for s in cfg["train"]["seeds"] if own is None or s in own]
@@ -576,9 +576,14 @@ def plugin_files(**names) -> list[str]:
 EXTERNAL_SEEDS = [0]
 
 
+def is_external(variant: str) -> bool:
+    """Whether `variant` is an external model (imported from its file, never trained)."""
+    return bool(VARIANTS[variant].get("external"))
+
+
 def add_external(name: str, block: dict) -> None:
     """Make the external model `name` a variant (refusing a name the catalog already uses otherwise)."""
-    if name in VARIANTS and not VARIANTS[name].get("external"):
+    if name in VARIANTS and not is_external(name):
         raise ValueError(f"models.external.{name}: '{name}' is already a training variant; choose another name")
     whole = block.get("format", "state_dict") == "state_dict" and not block.get("cam_layer")
     provides = ["linear_head", "plain_layers"] if whole else []  # CAM and AGF read the last block

@@ -58,7 +58,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: corrupt or not an .npz file ({_first_line(exc)}); {DELETE}") from None
+        raise ValueError(f"{path}: corrupt or not an .npz file ({first_line(exc)}); {DELETE}") from None
 
 
 def _readable(path: Path, what: str) -> None:
@@ -145,13 +145,13 @@ def load_torch(path: str | Path, what: str = "checkpoint", keys=(), fix: str = D
         obj = torch.load(path, map_location=map_location, weights_only=weights_only)
         missing = [k for k in keys if k not in obj]
     except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError, UnpicklingError, ... for a damaged file
-        raise ValueError(f"{path}: corrupt or not a {what} ({type(exc).__name__}: {_first_line(exc)}); {fix}") from None
+        raise ValueError(f"{path}: corrupt or not a {what} ({type(exc).__name__}: {first_line(exc)}); {fix}") from None
     if missing:
         raise ValueError(f"{path}: not a {what} (no {', '.join(map(repr, missing))}); {fix}")
     return obj
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:160]
 
 

@@ -102,7 +102,7 @@ def model_keys(cfg: dict, variant: str) -> list[str]:
     block only (so LAP settings never retrain or re-explain `standard`), without any seed list (which
     seeds run is not part of what a model is, so adding a seed reruns no other seed's jobs). An
     external model is defined by its own `models.external` block alone."""
-    if catalog.VARIANTS[variant].get("external"):
+    if catalog.is_external(variant):
         return [f"models.external.{variant}"]
     blocks = {e.get("settings") for e in catalog.VARIANTS.values()} - {None}
     own = catalog.VARIANTS[variant].get("settings")
@@ -112,7 +112,7 @@ def model_keys(cfg: dict, variant: str) -> list[str]:
 
 def seed_keys(variant: str) -> list[str]:
     """What decides the seeds a variant is trained for (`seeds`)."""
-    if catalog.VARIANTS[variant].get("external"):
+    if catalog.is_external(variant):
         return []  # always seed 0 (catalog.EXTERNAL_SEEDS)
     own = catalog.VARIANTS[variant].get("seeds")
     return ["train.seeds"] + ([f"train.{own}"] if own else [])
@@ -154,7 +154,7 @@ def keys(step: str, cfg: dict, *, dataset: str | None = None, variant: str | Non
         named = {v for lists in (cfg["explain"].get("variants") or {}, cfg["metrics"]["variants"])
                  for vs in lists.values() for v in vs or ()}  # other external models these lists name
         return out + [f"models.external.{v}" for v in sorted(named) if v != variant
-                      and catalog.VARIANTS[v].get("external")]
+                      and catalog.is_external(v)]
     if step in ("aggregate", "discrimination"):  # read per-image rows and the catalog only
         return []
     if step in ("claims", "summary"):  # summary: the headline's accuracies and gate counts (claims.Run)
@@ -220,7 +220,7 @@ def train_inputs(cfg: dict, dataset: str, variant: str, seed) -> dict[str, str]:
     source = catalog.VARIANTS[variant].get("source")
     if source:
         files["source"] = model_file(dataset, source, seed)
-    if catalog.VARIANTS[variant].get("external"):  # the file itself: replacing it reruns its model's jobs
+    if catalog.is_external(variant):  # the file itself: replacing it reruns its model's jobs
         files["checkpoint"] = cfg["models"]["external"][variant]["path"]
     files["code"] = code("train", cfg, variant=variant)
     return files

@@ -82,7 +82,7 @@ def raw_manifest(name: str, data_cfg: dict, cache: str | Path | None = RAW_CACHE
                 stat = os.stat(path)
                 entry = known.get(path)
                 if not entry or entry[:2] != [stat.st_mtime_ns, stat.st_size]:
-                    entry = [stat.st_mtime_ns, stat.st_size, _file_sha256(path)]
+                    entry = [stat.st_mtime_ns, stat.st_size, file_sha256(path)]
                 fresh[path] = entry
                 content = entry[2]
             except OSError:  # a broken link or a file we may not read
@@ -104,7 +104,7 @@ def _walk(root: Path) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -23,17 +23,17 @@ class Variant:
     build: Callable  # model config (fit.model_config) -> untrained nn.Module
     loss: Callable | None = None  # (model, x, y, masks, train settings) -> (loss, logits): what fit.train minimises
     trainer: Callable | None = None  # (cfg, data_root, variant, seed, out, device) -> summary; None = fit.train
+    param_groups: Callable | None = None  # (model, variant settings) -> optimiser groups with an "lr_scale"; None = one group
+    epoch_settings: Callable | None = None  # (train settings, epoch) -> the settings the loss sees that epoch
 
     def __post_init__(self):
         if (self.loss is None) == (self.trainer is None):
             raise TypeError("a Variant has a loss for fit.train's epoch loop or a trainer of its own, exactly one")
-    param_groups: Callable | None = None  # (model, variant settings) -> optimiser groups with an "lr_scale"; None = one group
-    epoch_settings: Callable | None = None  # (train settings, epoch) -> the settings the loss sees that epoch
 
 
 def variant_spec(name: str) -> Variant:
     """The Variant of `name`: an external model (settings `models.external`) is imported, not trained."""
-    if catalog.VARIANTS[name].get("external"):
+    if catalog.is_external(name):
         from .external import EXTERNAL
         return EXTERNAL
     return VARIANTS.get(name)

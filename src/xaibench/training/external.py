@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import _file_sha256, read_meta
-from ..io import _first_line, load_torch
+from ..data import file_sha256, read_meta
+from ..io import first_line, load_torch
 from . import Variant
 
 FIX = "fix the file or its models.external block"
@@ -64,7 +64,7 @@ def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
     """What an imported model is: its settings block, the file's content and the data it must fit."""
     block = cfg["models"]["external"][variant]
     return {"variant": variant, "seed": seed, "dataset": meta["dataset"], "num_classes": len(meta["classes"]),
-            "image_size": meta["image_size"], "external": block, "sha256": _file_sha256(block["path"])}
+            "image_size": meta["image_size"], "external": block, "sha256": file_sha256(block["path"])}
 
 
 def build(mcfg: dict) -> nn.Module:
@@ -74,7 +74,7 @@ def build(mcfg: dict) -> nn.Module:
         try:
             net = torch.jit.load(path, map_location="cpu")
         except Exception as exc:  # torch raises RuntimeError and others for a damaged or foreign file
-            raise ValueError(f"{path}: not a TorchScript file ({type(exc).__name__}: {_first_line(exc)}); {FIX}") from None
+            raise ValueError(f"{path}: not a TorchScript file ({type(exc).__name__}: {first_line(exc)}); {FIX}") from None
         missing = [m for m in ("features", "classify") if not hasattr(net, m)]
         if missing:
             raise ValueError(f"{path}: the TorchScript model has no {' or '.join(missing)} method; explainers need "
@@ -112,7 +112,7 @@ def check(model: nn.Module, mcfg: dict) -> None:
             logits = model.classify(feats)
     except Exception as exc:
         raise ValueError(f"{path}: fails on the dataset's {side}x{side} RGB images "
-                         f"({type(exc).__name__}: {_first_line(exc)})") from None
+                         f"({type(exc).__name__}: {first_line(exc)})") from None
     if feats.dim() != 4:
         raise ValueError(f"{path}: features(x) gives shape {list(feats.shape)}; explainers need [B,C,h,w]")
     if list(logits.shape) != [2, n]:

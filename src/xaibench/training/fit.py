@@ -38,7 +38,7 @@ def resolve_device(name: str) -> torch.device:
 
 def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
     """Everything that decides what a checkpoint's weights mean; stored with it and checked on load."""
-    if catalog.VARIANTS[variant].get("external"):
+    if catalog.is_external(variant):
         from .external import model_config as external
         return external(cfg, meta, variant, seed)
     train = cfg["train"]
