@@ -89,7 +89,7 @@ def test_similarity_per_layer_agrees_with_quantus_mprt(order):
         images, targets = torch.as_tensor(images), torch.as_tensor(targets)
         return explain.maps_for(net, images, targets, "gradcam").clamp_min(0)
 
-    ours = {name: rnd.similarities(gradcam(model, x, y), gradcam(net, x, y))["spearman"].numpy()
+    ours = {name: rnd.Reference(gradcam(model, x, y)).similarities(gradcam(net, x, y))["spearman"].numpy()
             for _, name, net in rnd.randomised(model, order, seed=5)}
     theirs = _quantus_mprt(model, x.numpy(), y.numpy(),
                            lambda model, inputs, targets, **_: gradcam(model, inputs, targets)[:, None].detach().numpy(),

@@ -90,10 +90,6 @@ class Reference:
                 "ssim": ssim(minmax(other), self.scaled)}
 
 
-def similarities(original: torch.Tensor, other: torch.Tensor) -> dict[str, torch.Tensor]:
-    return Reference(original).similarities(other)
-
-
 def complexity_rise(original: torch.Tensor, randomised_maps: torch.Tensor) -> torch.Tensor:
     """Efficient MPRT: (H(randomised) − H(original)) / H(original), H = histogram entropy; NaN for H = 0."""
     h0, h1 = histogram_entropy(original), histogram_entropy(randomised_maps)
@@ -111,11 +107,11 @@ def randomisation(ctx) -> pd.DataFrame:
     model = ctx.model(ctx.seed).eval()
     print(f"randomisation: layers top down: {', '.join(layers(model))}", flush=True)
     fns = {m: smoothed(_explainer(ctx, m), s["smooth_samples"], s["smooth_noise"], s["seed"]) for m in ctx.methods}
+    plain = {m: catalog.EXPLAINERS[m].get("needs") == "plain_layers" for m in fns}
 
     def maps(net, x, targets):
         """Every explainer's maps; `net` (a _ReuseFeatures) has just classified x, so the explainers reuse
         its features, except AGF, whose rule table walks the plain model."""
-        plain = {m: catalog.EXPLAINERS[m].get("needs") == "plain_layers" for m in fns}
         return {m: family_maps(ex.upsample(fn(net.model if plain[m] else net, x, targets).detach().float(),
                                            x.shape[-2:]), ctx.family) for m, fn in fns.items()}
 
