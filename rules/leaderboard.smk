@@ -5,9 +5,7 @@
 
 rule leaderboard:
     input:
-        tables=lambda w: [f for f in steps.metric_tables(config, w.dataset) if f.endswith(".parquet")],
-        models=lambda w: [steps.model_file(w.dataset, v, s, "summary.json") for v, s in steps.models(config)],
-        validity=str(paths.VALIDITY),
+        lambda w: steps.leaderboard_inputs(config, w.dataset),
     output:
         csv=kept(str(paths.leaderboard("{dataset}"))),
         md=kept(str(paths.leaderboard("{dataset}", "md"))),

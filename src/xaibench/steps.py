@@ -309,6 +309,13 @@ def claims_inputs(cfg: dict) -> list[str]:
             + [str(paths.prepared(d) / "meta.json") for d in cfg["datasets"]])
 
 
+def leaderboard_inputs(cfg: dict, dataset: str) -> list[str]:
+    """What the leaderboard of `dataset` reads: its per-image rows, every model's summary (the gate),
+    and every test's validity (written by the claims step)."""
+    return ([f for f in metric_tables(cfg, dataset) if f.endswith(".parquet")]
+            + [model_file(dataset, v, s, "summary.json") for v, s in models(cfg)] + [str(paths.VALIDITY)])
+
+
 def figure_files(cfg: dict, dataset: str, names: list[str]) -> dict[str, list[str]]:
     """The figures (first format: shown in the report; other formats) and tables `names` write."""
     formats = cfg["figures"]["formats"]
