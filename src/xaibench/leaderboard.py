@@ -284,6 +284,11 @@ def wide(cells: pd.DataFrame, broadcast: bool = True) -> tuple[list[tuple[str, s
     return rows, columns, grid
 
 
+def column_heads(grid: dict, columns: list[str]) -> dict:
+    """Each column's first cell (its paper, metric, scale and direction are the column's)."""
+    return {f: next(c for (_, g), c in grid.items() if g == f) for f in columns}
+
+
 def label(cells: pd.DataFrame, pair: tuple[str, str], width: int | None = None) -> str:
     """'variant / method' with its marks (cut to `width` before the marks, which are always shown)."""
     mine = cells[(cells.variant == pair[0]) & (cells.method == pair[1])]
@@ -321,7 +326,7 @@ def markdown(cells: pd.DataFrame, cfg: dict | None = None) -> str:
     if cells.empty:
         return "No leaderboard rows: the run scored no map.\n"
     rows, columns, grid = wide(cells)
-    first = {f: next(c for (_, g), c in grid.items() if g == f) for f in columns}
+    first = column_heads(grid, columns)
     level = f"{cfg['leaderboard']['confidence']:.0%}" if cfg else "95%"
     threshold = cfg["leaderboard"]["randomisation_max"] if cfg else "the threshold"
     lines = [f"# {cells.dataset.iloc[0]}: leaderboard", "",
@@ -343,7 +348,7 @@ def terminal(cells: pd.DataFrame, width: int = 100) -> str:
     if cells.empty:
         return "no leaderboard rows\n"
     rows, columns, grid = wide(cells, broadcast=False)
-    heads = {f: next(c for (_, g), c in grid.items() if g == f) for f in columns}
+    heads = column_heads(grid, columns)
     texts = {key: cell_text(cell, compact=True) for key, cell in grid.items()}
     # wide enough that no name or cell is cut (a cut drops the rank); names capped at 40
     name_w = min(40, 2 + max(len(label(cells, pair)) for pair in rows))

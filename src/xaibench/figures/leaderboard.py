@@ -14,7 +14,7 @@ from . import NotApplicable, plt, register, save
 def display(cells: pd.DataFrame) -> pd.DataFrame:
     """The wide table as shown (report, results/tables/{dataset}/leaderboard.csv): one text cell per family."""
     rows, columns, grid = lb.wide(cells)
-    heads = {f: next(c for (_, g), c in grid.items() if g == f) for f in columns}
+    heads = lb.column_heads(grid, columns)
     return pd.DataFrame([{"pair": lb.label(cells, pair),
                           **{f"{heads[f].paper} · {lb.header(heads[f])}": lb.cell_text(grid[pair, f])
                              if (pair, f) in grid else "" for f in columns}} for pair in rows])
@@ -62,15 +62,16 @@ def leaderboard_figure(cfg, dataset):
             text = "—" if pd.isna(x) else f"{x:.2f}" + (f"\n#{cell.rank}" if cell.rank else "")
             dark = not np.isnan(pos) and pos < 0.6 and not grey
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=5.5, color="white" if dark else "black")
-    papers = [grid[next(p for p in rows if (p, f) in grid), f].paper for f in columns]
+    heads = lb.column_heads(grid, columns)
+    papers = [heads[f].paper for f in columns]
     for j in range(1, len(columns)):
         if papers[j] != papers[j - 1]:
             ax.axvline(j, color="black", lw=1.2)
     ax.set_xlim(0, len(columns))
     ax.set_ylim(len(rows), 0)
     ax.set_xticks(np.arange(len(columns)) + 0.5)
-    ax.set_xticklabels([f"{p} · {lb.header(grid[next(r for r in rows if (r, f) in grid), f])}"
-                        for p, f in zip(papers, columns)], rotation=40, ha="left", fontsize=7)
+    ax.set_xticklabels([f"{heads[f].paper} · {lb.header(heads[f])}" for f in columns], rotation=40, ha="left",
+                       fontsize=7)
     ax.xaxis.tick_top()
     ax.set_yticks(np.arange(len(rows)) + 0.5)
     labels = ax.set_yticklabels([lb.label(cells, pair) for pair in rows], fontsize=7)
