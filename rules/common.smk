@@ -1,5 +1,6 @@
 # Helpers only: the run lock, validation of the whole configuration before any job, and the glue that
 # hands each rule its step spec (xaibench/steps.py: settings read, seeds, input and output files).
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError

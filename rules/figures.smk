@@ -13,7 +13,7 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
             shown=[
                 report(
                     update(path),
-                    caption=f"../report/captions/{name}.rst",
+                    caption=os.path.abspath(os.path.join(workflow.basedir, catalog.figure_caption(name))),  # a plugin's own, absolute
                     category="{dataset}",
                     labels={"dataset": "{dataset}", "figure": name},
                 )

@@ -215,6 +215,16 @@ def figure_reads(name: str) -> list[str]:
     return spec["needs"] + (["accuracy"] if spec.get("gated") else [])
 
 
+def figure_caption(name: str) -> str:
+    """The report caption of figure `name`, an .rst file: a plugin's own (`caption`, made absolute when
+    the plugin loads), else report/captions/{name}.rst (relative to the project); a plugin figure that
+    brings none gets report/captions/plugin_figure.rst, which says so."""
+    spec = FIGURES[name]
+    if spec.get("caption"):
+        return spec["caption"]
+    return f"report/captions/{'plugin_figure' if ('FIGURES', name) in PLUGINS else name}.rst"
+
+
 def figure_parts(names: list[str], parts: int = 2) -> list[list[str]]:
     """`names` in `parts` lists of about equal drawing cost (longest first to the least loaded part),
     each in catalog order; empty parts are dropped. The figure jobs draw one part each, in parallel."""
@@ -431,7 +441,7 @@ SALIENCE_SUMMARY = [
 # relative to a plain chart (default 1, measured on the smoke run), so `figure_parts` can give the two
 # figure jobs equal work; "gated" means it shows models' explanations, so it marks the models that
 # fail the learnability gate (and reads the accuracy table for that, `figure_reads`). Each figure's caption (what it shows, for the report) is
-# report/captions/{name}.rst.
+# report/captions/{name}.rst; a plugin's figure names its own .rst file in "caption" (`figure_caption`).
 FIGURES = {
     # Every (variant, explainer) pair against each family's headline (results/leaderboard/; the report's front page).
     "leaderboard": {

@@ -43,6 +43,15 @@ def _source_files(module: str) -> tuple[str, ...]:
     return (spec.origin,)
 
 
+def _caption(module: str, caption: str, where: str) -> str:
+    """A plugin figure's caption file, relative to its catalog module's folder, as an absolute path."""
+    spec = importlib.util.find_spec(module)
+    path = Path(spec.origin).parent / caption if spec and spec.origin else Path(caption)
+    if not path.is_file():
+        raise PluginError(f"{where}: caption file {path} not found (ship it as package data)")
+    return str(path.resolve())
+
+
 def load(sections: dict[str, dict]) -> dict[tuple[str, str], Plugin]:
     """Merge every installed plugin's CATALOG into `sections` (name -> the catalog's dict, updated in
     place so registries built on them see the entries); return who added what.
@@ -72,6 +81,8 @@ def load(sections: dict[str, dict]) -> dict[tuple[str, str], Plugin]:
                     raise PluginError(f"{where}: {section} entry '{name}' clashes with {by}; rename it")
                 if not isinstance(entry, dict) or not entry.get("module"):
                     raise PluginError(f"{where}: {section} entry '{name}' must be a dict naming its 'module'")
+                if section == "FIGURES" and entry.get("caption"):
+                    entry["caption"] = _caption(ep.value, entry["caption"], f"{where}: FIGURES entry '{name}'")
                 owners[(section, name)] = plugin
         for section, entries in catalog.items():
             sections[section].update(entries)

@@ -1,7 +1,7 @@
 """A user's own method and models, as a user adds them: no file of the suite edited.
 
-The example plugin (examples/xaibench-example-plugin: the `grad_power` explainer and the `peak_share`
-family) is pip-installed into a folder of its own (`--target`, offline; the shared environment stays
+The example plugin (examples/xaibench-example-plugin: the `grad_power` explainer, the `peak_share`
+family and its figure) is pip-installed into a folder of its own (`--target`, offline; the shared environment stays
 untouched) that the workflow finds on PYTHONPATH, and two models trained outside the suite
 (examples/external_model/make_models.py: a state_dict and TorchScript) are declared in
 `models.external`. One small Snakemake run (tables, claims, leaderboard, figures) then scores and
@@ -72,6 +72,14 @@ def test_plugin_and_external_models_are_in_the_cli_tables_and_leaderboard(scored
         zip(board.variant, board.method, board.family))
     assert "mine_ts" in (root / "results/tables/shapes/localization.md").read_text()  # drawn like any variant
     assert (root / "results/figures/shapes/gallery.png").is_file()
+
+
+def test_the_plugin_figure_is_drawn_and_in_the_report_with_its_caption(scored):
+    root, tmp = scored
+    assert (root / "results/figures/shapes/peak_share.png").is_file()
+    snakemake(f"--report report.html --configfile {tmp / 'mine.yaml'}", root, tmp / "site")
+    html = (root / "report.html").read_text()
+    assert "sits in its single largest pixel" in html  # the plugin's caption, from its package data
 
 
 def test_replacing_an_external_model_reruns_only_its_jobs(scored):

@@ -79,6 +79,9 @@ def test_every_variant_name_gets_a_stable_colour():
     assert colour("my_new_variant") == colour("my_new_variant")
     assert colour("my_new_variant") not in built_in.values()
     assert set(palette(["standard", "my_new_variant"])) == {"standard", "my_new_variant"}
+    run = palette(["standard", "mine_sd", "mine_ts"])  # their names hash to the same spare colour
+    assert colour("mine_sd") == colour("mine_ts") and len(set(run.values())) == 3  # within a run: all apart
+    assert colour("mine_ts", ["mine_sd"]) == run["mine_ts"]
 
 
 # ---- step specs -----------------------------------------------------------------------------------

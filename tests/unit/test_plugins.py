@@ -50,8 +50,10 @@ def test_an_installed_plugin_adds_its_names_to_the_catalog_and_the_cli(tmp_path,
     monkeypatch.syspath_prepend(str(site))
     sections = {s: dict(getattr(catalog, s)) for s in plugins.SECTIONS}
     owners = plugins.load(sections)
-    assert set(owners) == {("EXPLAINERS", "grad_power"), ("FAMILIES", "peak_share")}
+    assert set(owners) == {("EXPLAINERS", "grad_power"), ("FAMILIES", "peak_share"), ("FIGURES", "peak_share")}
     assert sections["EXPLAINERS"]["grad_power"]["options"] == {"power": 2.0}
+    caption = Path(sections["FIGURES"]["peak_share"]["caption"])  # resolved from the plugin's folder
+    assert caption == EXAMPLE / "src/xaibench_example/captions/peak_share.rst" and caption.is_file()
     code = plugins.files(owners, explainers=["grad_power"])
     assert str(EXAMPLE / "src/xaibench_example/explainers.py") in code
     assert plugins.files(owners, explainers=["gradcam"]) == []  # built-ins: no plugin inputs
@@ -62,10 +64,12 @@ def test_an_installed_plugin_adds_its_names_to_the_catalog_and_the_cli(tmp_path,
 
 BROKEN = "raise RuntimeError('this plugin is broken')\n"
 CLASH = 'CATALOG = {"EXPLAINERS": {"gradcam": {"module": "clash_impl", "options": {}}}}\n'
+NO_CAPTION = 'CATALOG = {"FIGURES": {"mine": {"module": "m", "needs": [], "caption": "gone.rst"}}}\n'
 
 
 @pytest.mark.parametrize("source, says", [(BROKEN, "import failed: RuntimeError: this plugin is broken"),
-                                          (CLASH, "EXPLAINERS entry 'gradcam' clashes with a built-in")])
+                                          (CLASH, "EXPLAINERS entry 'gradcam' clashes with a built-in"),
+                                          (NO_CAPTION, "FIGURES entry 'mine': caption file")])
 def test_a_broken_or_clashing_plugin_stops_the_cli_in_one_line_naming_it(tmp_path, source, says):
     site = install(tmp_path, "bad-plugin", "bad_plugin", source)
     out = xaibench("explain", "--help", path=[site])

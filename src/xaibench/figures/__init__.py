@@ -26,19 +26,32 @@ register = FIGURES.register
 PALETTE = {"standard": "#4C72B0", "salience": "#DD8452", "lap": "#55A868", "lap_plugin": "#8FBC8F",
            "protopnet": "#C44E52", "protopnet_comp": "#8172B3"}
 # Colours for any other variant (a user's own): picked by a hash of the name, so a name keeps its colour
-# across figures and runs whatever else is configured.
+# across figures and runs; two names of one run whose hashes meet take the next free spare (`palette`).
 _SPARE = ["#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD", "#2F4B7C", "#A05195", "#F95D6A", "#FFA600",
           "#665191", "#3E8E41", "#B5651D"]
 
 
-def colour(variant: str) -> str:
-    """The colour of a variant in every figure: the built-in palette, else a stable spare colour."""
-    import zlib
-    return PALETTE.get(variant) or _SPARE[zlib.crc32(variant.encode()) % len(_SPARE)]
-
-
 def palette(variants) -> dict[str, str]:
-    return {v: colour(v) for v in variants}
+    """Every variant's colour: the built-in palette, else its name's spare colour, or, when another
+    of `variants` already has that one, the next free spare (names in sorted order, so every figure
+    of a run agrees)."""
+    import zlib
+    colours = {v: PALETTE[v] for v in variants if v in PALETTE}
+    used = set()
+    for v in sorted(set(variants) - set(PALETTE)):
+        i = zlib.crc32(v.encode()) % len(_SPARE)
+        for step in range(len(_SPARE)):  # more own variants than spares: colours repeat
+            if _SPARE[(i + step) % len(_SPARE)] not in used:
+                i = (i + step) % len(_SPARE)
+                break
+        colours[v] = _SPARE[i]
+        used.add(_SPARE[i])
+    return colours
+
+
+def colour(variant: str, variants=()) -> str:
+    """The colour of `variant` among the run's `variants` (palette)."""
+    return palette([*variants, variant])[variant]
 
 
 class NotApplicable(Exception):

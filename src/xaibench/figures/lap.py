@@ -28,9 +28,9 @@ def lap_faithfulness(cfg, dataset):
         per_level = d.groupby("level")["value"]
         mean, sd = per_level.mean(), per_level.std().fillna(0)
         style = LINESTYLES[methods.index(method) % len(LINESTYLES)]
-        axes[0].plot(mean.index, mean.values, style, color=colour(variant), marker="o", ms=3,
+        axes[0].plot(mean.index, mean.values, style, color=colour(variant, variants), marker="o", ms=3,
                      label=f"{gate.mark(variant, failed)} / {method}")
-        axes[0].fill_between(mean.index, mean - sd, mean + sd, color=colour(variant), alpha=0.12)
+        axes[0].fill_between(mean.index, mean - sd, mean + sd, color=colour(variant, variants), alpha=0.12)
     axes[0].set(xlabel="share of pixels removed (most relevant first)", ylabel="probability of the explained class",
                 title="deletion curves\n(mean ± sd over seeds)", ylim=(0, 1.02))
     axes[0].legend(fontsize=7, title="variant / explainer", title_fontsize=7, handlelength=4)

@@ -239,7 +239,7 @@ def salience_gallery(cfg, dataset):
             maps = {m: load_explanation(paths.explanation(dataset, variant, seed, m, "test"))["maps"] for m in usable}
             tiles.append([tile(split.images[i], maps[m][i]) if m in maps else None for i, m in cols])
             labels.append(f"{gate.mark(variant, failed, seed)} seed {seed}")
-            colours.append(colour(variant))
+            colours.append(colour(variant, variants))
     fig = mosaic(tiles, [f"test #{i}\n{m}" for i, m in cols], labels,
                  f"{dataset}: the same test images explained by every training run (maps min-max scaled)",
                  row_colours=colours)

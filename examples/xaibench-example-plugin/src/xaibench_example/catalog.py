@@ -12,4 +12,9 @@ CATALOG = {
         "peak_share": {"scope": "model", "needs": ["explanations"], "maps": "positive", "paper": "example",
                        "module": "xaibench_example.metrics", "metrics": {"peak_share": "none"}},
     },
+    "FIGURES": {
+        # needs: the tables it reads; caption: its report caption, relative to this file (package data)
+        "peak_share": {"module": "xaibench_example.figures", "needs": ["peak_share"],
+                       "caption": "captions/peak_share.rst"},
+    },
 }
