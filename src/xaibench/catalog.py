@@ -75,7 +75,7 @@ VARIANTS = {
 # checked by name and type before any job runs; tests/unit/test_contracts.py holds them equal to the
 # functions' signatures).
 EXPLAINERS = {
-    "gradcam": {"module": "xaibench.explain", "options": {}},
+    "gradcam": {"module": "xaibench.explain", "options": {"layer": None, "reshape": None}},
     "cam": {"module": "xaibench.explain", "needs": "linear_head", "options": {}},
     "lap": {"module": "xaibench.explain.lap", "needs": "lap", "options": {"combine": "cascade", "value": "attention"}},
     "attention_cam": {"module": "xaibench.explain.lap", "needs": "lap", "options": {}},

@@ -248,6 +248,8 @@ def _check_options(key: str, options: dict, defaults: dict) -> None:
         if name not in defaults:
             raise ConfigError(f"{key}.{name}: not an option; choose from: {', '.join(defaults) or '(none)'}")
         want = defaults[name]
+        if want is None:
+            continue  # no type to hold it to (gradcam's layer: the schema's pattern checks it)
         kind, what = ((bool, "true or false") if isinstance(want, bool) else (int, "an integer") if isinstance(want, int)
                       else ((int, float), "a number") if isinstance(want, float) else (type(want), f"a {type(want).__name__}"))
         if isinstance(value, bool) != isinstance(want, bool) or not isinstance(value, kind):
