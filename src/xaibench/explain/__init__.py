@@ -127,10 +127,16 @@ def layer_gradient(model, images, targets, name: str, module, reshape=None):
     seen = []
 
     def keep(_module, _inputs, out):
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"layer {name!r} gives a {type(out).__name__}, not a tensor; name a module that returns one")
-        seen.append(out)
-        return out.clone()  # an in-place op after it (ReLU(inplace)) then changes the copy, not `out`
+        # the one tensor of its output: a sequence may hold others (an unflattened torch.export module
+        # passes symbolic sizes along, [int, int, tensor]; attention returns (tensor, None))
+        parts = list(out) if isinstance(out, (list, tuple)) else [out]
+        where = [i for i, part in enumerate(parts) if isinstance(part, torch.Tensor)]
+        if len(where) != 1:
+            raise ValueError(f"layer {name!r} gives a {type(out).__name__} holding {len(where)} tensors; "
+                             "name a module whose output is one tensor")
+        seen.append(parts[where[0]])
+        parts[where[0]] = parts[where[0]].clone()  # an in-place op after it (ReLU(inplace)) then changes the copy
+        return type(out)(parts) if isinstance(out, (list, tuple)) else parts[0]
 
     try:
         handle = module.register_forward_hook(keep)
