@@ -162,22 +162,27 @@ def test_layer_moves_gradcam_to_any_module_of_a_state_dict_model(tiny_project, t
     assert not (tiny_project / "results/models/shapes/far").exists()
 
 
-def test_an_explain_option_layer_the_model_lacks_stops_the_job_before_any_file(tiny_project, tiny_cfg, capsys,
-                                                                             catalog_restored):
+@pytest.mark.parametrize("block, layer, says", [
+    ({"path": "data/external/sd.pt", "width": 8}, "trunk.99",
+     "layer 'trunk.99' is not a module of the model (Classifier); closest names: trunk.9"),
+    ({"path": "data/external/ts.pt", "format": "torchscript"}, "trunk.7",
+     "layer 'trunk.7' is in a TorchScript model, whose modules take no forward hooks")])
+def test_an_explain_option_layer_the_model_cannot_serve_stops_the_job_before_any_file(
+        tiny_project, tiny_cfg, capsys, catalog_restored, block, layer, says):
     """`explain.options.gradcam.layer` is checked against each model when its explain job starts: one line
-    naming the model, the name and the closest ones; no map file written, not even the methods before it."""
+    naming the model and why (the closest names; no hooks in TorchScript); no map file written, not
+    even the methods before it."""
     save_models(tiny_project / "data/external")
-    raw = {**tiny_cfg, "explain": {**tiny_cfg["explain"], "options": {"gradcam": {"layer": "trunk.99"}}}}
-    cfg = external_cfg(raw, mine={"path": "data/external/sd.pt", "width": 8, "classes": 4})
+    raw = {**tiny_cfg, "explain": {**tiny_cfg["explain"], "options": {"gradcam": {"layer": layer}}}}
+    cfg = external_cfg(raw, mine={**block, "classes": 4})
     assert train(cfg, "mine", capsys)[0] == 0
     slice_ = steps.as_json(steps.settings("explain", cfg, dataset="shapes", variant="mine", seed=0,
-                                          methods=["cam", "gradcam"]))
+                                          methods=["gradient", "gradcam"]))
     code = cli.main(["explain", "--dataset", "shapes", "--variant", "mine", "--seed", "0", "--split", "test",
-                     "--method", "cam", "--method", "gradcam", "--config", slice_])
+                     "--method", "gradient", "--method", "gradcam", "--config", slice_])
     err = capsys.readouterr().err
     assert code != 0 and len(err.strip().splitlines()) == 1, err
-    assert ("shapes/mine/seed0: explain.options.gradcam.layer 'trunk.99' is not a module of the model (Classifier); "
-            "closest names: trunk.9") in err, err
+    assert f"shapes/mine/seed0: explain.options.gradcam.{says}" in err, err
     assert not (tiny_project / "results/explanations").exists()
 
 

@@ -106,6 +106,9 @@ def layer_of(model, layer: str | None = None, reshape: str | None = None):
     if layer not in modules:
         raise ValueError(f"layer {layer!r} is not a module of the model ({type(model).__name__}); "
                          f"closest names: {closest(layer, [n for n in modules if n])}")
+    if isinstance(modules[layer], torch.jit.ScriptModule):
+        raise ValueError(f"layer {layer!r} is in a TorchScript model, whose modules take no forward hooks; "
+                         "Grad-CAM reads its features(x) (no layer), or save it with torch.export")
     return layer, modules[layer], reshaper(reshape)
 
 
@@ -138,10 +141,7 @@ def layer_gradient(model, images, targets, name: str, module, reshape=None):
         parts[where[0]] = parts[where[0]].clone()  # an in-place op after it (ReLU(inplace)) then changes the copy
         return type(out)(parts) if isinstance(out, (list, tuple)) else parts[0]
 
-    try:
-        handle = module.register_forward_hook(keep)
-    except RuntimeError as exc:  # TorchScript modules take no hooks
-        raise ValueError(f"layer {name!r}: {first_line(exc)}") from None
+    handle = module.register_forward_hook(keep)
     try:
         with torch.enable_grad():
             score = model(images.detach().requires_grad_(True)).gather(1, targets[:, None]).sum()
