@@ -122,6 +122,8 @@ def test_gradcam_explains_a_vit_block_through_the_tokens_reshape():
     hand = (grid(g).mean((2, 3), keepdim=True) * grid(a)).sum(1).relu()
     assert ours.shape == (3, 4, 4) and (ours.flatten(1).amax(1) > 0).all()
     torch.testing.assert_close(ours, hand.detach(), rtol=0, atol=1e-6)
+    imported = explain.gradcam(vit, x, t, layer="encoder.layers.encoder_layer_0", reshape="xaibench.explain:tokens")
+    assert torch.equal(imported, ours)  # a reshape named package.module:function is imported and applied
     with GradCAM(model=vit, target_layers=[vit.encoder.layers.encoder_layer_0],
                  reshape_transform=lambda v: grid(v)) as ref:
         theirs = ref(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
