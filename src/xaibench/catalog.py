@@ -75,7 +75,7 @@ VARIANTS = {
 # checked by name and type before any job runs; tests/unit/test_contracts.py holds them equal to the
 # functions' signatures).
 EXPLAINERS = {
-    "gradcam": {"module": "xaibench.explain", "options": {}},
+    "gradcam": {"module": "xaibench.explain", "options": {"layer": None, "reshape": None}},
     "cam": {"module": "xaibench.explain", "needs": "linear_head", "options": {}},
     "lap": {"module": "xaibench.explain.lap", "needs": "lap", "options": {"combine": "cascade", "value": "attention"}},
     "attention_cam": {"module": "xaibench.explain.lap", "needs": "lap", "options": {}},
@@ -581,8 +581,10 @@ def plugin_files(**names) -> list[str]:
 
 # External models (settings `models.external.<name>`, xaibench.training.external): checkpoints trained
 # elsewhere, each a variant that is imported instead of trained, for seed 0 only. A state_dict of a
-# registered architecture is a `Classifier` (every explainer applies); a TorchScript file provides
-# only the `features`/`classify` methods Grad-CAM and the gradient methods need.
+# registered architecture is a `Classifier` (every explainer applies; its `layer` moves only Grad-CAM);
+# a TorchScript file provides only the `features`/`classify` methods Grad-CAM needs, a torch.export
+# file only forward(x) -> logits and the `layer` Grad-CAM reads (docs/architecture.md, "What each
+# explainer needs from a model"): the explainers needing no capability apply to both.
 EXTERNAL_SEEDS = [0]
 
 
@@ -595,6 +597,6 @@ def add_external(name: str, block: dict) -> None:
     """Make the external model `name` a variant (refusing a name the catalog already uses otherwise)."""
     if name in VARIANTS and not is_external(name):
         raise ValueError(f"models.external.{name}: '{name}' is already a training variant; choose another name")
-    whole = block.get("format", "state_dict") == "state_dict" and not block.get("cam_layer")
-    provides = ["linear_head", "plain_layers"] if whole else []  # CAM and AGF read the last block
+    classifier = block.get("format", "state_dict") == "state_dict"  # CAM and AGF read its last block
+    provides = ["linear_head", "plain_layers"] if classifier else []
     VARIANTS[name] = {"module": "xaibench.training.external", "external": True, "provides": provides}

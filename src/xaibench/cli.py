@@ -92,6 +92,9 @@ def cmd_explain(args, cfg):
     device = resolve_device(cfg["device"])
     model, _ = load_trained(cfg, args.dataset, args.variant, args.seed, device)
     split = read_split(paths.prepared(args.dataset), args.split)
+    for method in args.method:  # a layer option the model lacks: refused before any file is written
+        explain.check_layer(model, method, cfg["explain"]["options"].get(method, {}),
+                            f"{args.dataset}/{args.variant}/seed{args.seed}")
     for method in args.method:
         arrays = explain.explain_split(model, split, method, cfg["explain"]["target"], cfg["explain"]["batch_size"],
                                        device, options=cfg["explain"]["options"].get(method, {}))

@@ -116,23 +116,28 @@ def _declare_external(cfg: dict) -> list[str]:
     return list(external)
 
 
-# Renamed settings: old key path -> new one. The old name keeps working for one release, with a note.
-RENAMED = {"train.salience": "train.cyborg"}  # the CYBORG loss block (metrics.salience is paper E's measures)
+# Renamed settings: old key path -> new one (`*`: any key at that level, e.g. every external model).
+# The old name keeps working for one release, with a note.
+RENAMED = {"train.salience": "train.cyborg",  # the CYBORG loss block (metrics.salience is paper E's measures)
+           "models.external.*.cam_layer": "models.external.*.layer"}  # any module by name, not trunk.<i> only
 
 
 def _rename_deprecated(cfg: dict) -> None:
     import sys
     for old, new in RENAMED.items():
         (*parents, last), new_last = old.split("."), new.split(".")[-1]
-        node = cfg
+        nodes = [("", cfg)]
         for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and last in node:
-            if new_last in node:
-                raise ConfigError(f"{old} and {new} are both set; {old} is the old name of {new}: keep one")
-            node[new_last] = node.pop(last)
-            print(f"xaibench: note: setting {old} is now called {new}; the old name works until the next release",
-                  file=sys.stderr)
+            nodes = [(f"{path}{key}.", child) for path, node in nodes if isinstance(node, dict)
+                     for key, child in node.items() if part in ("*", key)]
+        for path, node in nodes:
+            if isinstance(node, dict) and last in node:
+                was, now = f"{path}{last}", f"{path}{new_last}"
+                if new_last in node:
+                    raise ConfigError(f"{was} and {now} are both set; {was} is the old name of {now}: keep one")
+                node[new_last] = node.pop(last)
+                print(f"xaibench: note: setting {was} is now called {now}; the old name works until the next release",
+                      file=sys.stderr)
 
 
 def _check_numbers(node, path: str = "") -> None:
@@ -214,8 +219,39 @@ def _check_external(cfg: dict) -> None:
             raise ConfigError(f"{key}.path: {path} is not a PyTorch file (torch.save / torch.jit.save write a zip "
                               "archive); it is corrupt or of another format: save it again")
         if block["format"] == "state_dict" and block["normalisation"] is not None:
-            raise ConfigError(f"{key}.normalisation: only for torchscript models; a state_dict model is a "
-                              "Classifier, which normalises its inputs itself")
+            raise ConfigError(f"{key}.normalisation: only for torchscript and export models; a state_dict model "
+                              "is a Classifier, which normalises its inputs itself")
+        _check_layer(key, block)
+        if block["format"] == "torchscript" and block["layer"] is not None:
+            raise ConfigError(f"{key}.layer: TorchScript modules take no forward hooks, so Grad-CAM reads their "
+                              "features(x); for another layer save the model with torch.export (format: export)")
+        names = _export_layers(path) if block["format"] == "export" else None
+        if block["format"] == "export" and block["layer"] is None:
+            raise ConfigError(f"{key}.layer: required for an export file ({path} has only forward(x) -> logits): "
+                              f"name the module Grad-CAM explains{', e.g. one of: ' + ', '.join(names[-5:]) if names else ''}")
+        if names is not None and block["layer"] not in names:
+            from .registry import closest
+            raise ConfigError(f"{key}.layer: {path} has no module {block['layer']!r}; closest names: "
+                              f"{closest(block['layer'], names)}")
+
+
+def _check_layer(key: str, options: dict) -> None:
+    """A `reshape` reshapes a named layer's output: refused without a `layer`."""
+    if options.get("reshape") is not None and options.get("layer") is None:
+        raise ConfigError(f"{key}.reshape: needs {key}.layer, the module whose output it reshapes")
+
+
+def _export_layers(path: Path) -> list[str] | None:
+    """Module names of a torch.export archive (torch.export.save), read from its model.json without
+    torch; None when the archive is not laid out as the known versions write it (the import job checks)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entry = next(n for n in archive.namelist() if n.endswith("/models/model.json"))
+            graph = json.loads(archive.read(entry))["graph_module"]
+        return [call["fqn"] for call in graph["module_call_graph"] if call["fqn"]]
+    except (StopIteration, KeyError, TypeError, ValueError):
+        return None
 
 
 def _check_runnable(cfg: dict, catalog) -> None:
@@ -226,6 +262,7 @@ def _check_runnable(cfg: dict, catalog) -> None:
     for method, options in cfg["explain"]["options"].items():
         if "options" in catalog.EXPLAINERS[method]:  # an entry without it is checked when its job runs
             _check_options(f"explain.options.{method}", options, catalog.EXPLAINERS[method]["options"])
+        _check_layer(f"explain.options.{method}", options)
     side = catalog.native_side(cfg["train"]["arch"], cfg["data"]["image_size"])
     for family in cfg["metrics"]["families"]:
         need = catalog.FAMILIES[family].get("min_native_side", 0)
@@ -248,6 +285,8 @@ def _check_options(key: str, options: dict, defaults: dict) -> None:
         if name not in defaults:
             raise ConfigError(f"{key}.{name}: not an option; choose from: {', '.join(defaults) or '(none)'}")
         want = defaults[name]
+        if want is None:
+            continue  # no type to hold it to (gradcam's layer: the schema's pattern checks it)
         kind, what = ((bool, "true or false") if isinstance(want, bool) else (int, "an integer") if isinstance(want, int)
                       else ((int, float), "a number") if isinstance(want, float) else (type(want), f"a {type(want).__name__}"))
         if isinstance(value, bool) != isinstance(want, bool) or not isinstance(value, kind):

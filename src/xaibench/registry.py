@@ -8,8 +8,15 @@ one catalog line, and nothing has to import a module just to make its decorator 
 """
 from __future__ import annotations
 
+import difflib
 import importlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
+
+
+def closest(name: str, names: Iterable[str], n: int = 5) -> str:
+    """The `n` names most like `name`, comma-separated: what an error about an unknown name offers
+    when the choices are too many to list (a model's module names)."""
+    return ", ".join(difflib.get_close_matches(name, list(names), n=n, cutoff=0)) or "(none)"
 
 
 class Registry:

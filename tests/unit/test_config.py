@@ -26,7 +26,7 @@ def test_a_renamed_setting_keeps_working_for_a_release(capsys):
 
 
 @pytest.mark.parametrize("bad, line", [
-    ({"explain": {"options": {"gradcam": {"foo": 1}}}}, "explain.options.gradcam.foo: not an option; choose from: (none)"),
+    ({"explain": {"options": {"gradcam": {"foo": 1}}}}, "explain.options.gradcam.foo: not an option; choose from: layer, reshape"),
     ({"explain": {"options": {"ig": {"internal_batch_size": 2.5}}}},
      "explain.options.ig.internal_batch_size: 2.5 should be an integer"),
     ({"explain": {"options": {"agf": {"flat": 1}}}}, "explain.options.agf.flat: 1 should be true or false"),

@@ -137,25 +137,124 @@ def test_external_state_dict_and_torchscript_models_are_imported_as_models(tiny_
         load_trained(cfg, "shapes", "mine_ts", 0)
 
 
-def test_cam_layer_moves_gradcam_to_an_earlier_layer(tiny_project, tiny_cfg, capsys, catalog_restored):
-    """`cam_layer: trunk.7` (small_cnn's second pooling): Grad-CAM's grid is 8x8 instead of 4x4 at 32 px,
-    the outputs are the model's own, and the explainers that read the last block no longer apply."""
+def test_layer_moves_gradcam_to_any_module_of_a_state_dict_model(tiny_project, tiny_cfg, capsys, catalog_restored):
+    """`layer: trunk.7` (small_cnn's second pooling; `cam_layer`, its old name, still works with a note):
+    Grad-CAM's grid is 8x8 instead of 4x4 at 32 px, the map is the `layer` option's on the plain model,
+    and the model is still a Classifier, so CAM and AGF (which read the last block) still apply."""
     from xaibench.explain import get
     save_models(tiny_project / "data/external")
     block = {"path": "data/external/sd.pt", "width": 8, "classes": 4}
-    cfg = external_cfg(tiny_cfg, last=block, cut={**block, "cam_layer": "trunk.7"})
-    assert "cam" not in catalog.methods_for({"methods": ["gradcam", "cam"]}, "cut")
+    cfg = external_cfg(tiny_cfg, last=block, cut={**block, "cam_layer": "trunk.7"}, named={**block, "layer": "trunk.7"})
+    assert "models.external.cut.cam_layer is now called models.external.cut.layer" in capsys.readouterr().err
+    assert cfg["models"]["external"]["cut"]["layer"] == "trunk.7" and "cam_layer" not in cfg["models"]["external"]["cut"]
+    assert catalog.methods_for({"methods": ["gradcam", "cam", "agf"]}, "named") == ["gradcam", "cam", "agf"]
     x, targets = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
     models = {}
-    for variant in ("last", "cut"):
+    for variant in ("last", "cut", "named"):
         assert train(cfg, variant, capsys)[0] == 0
         models[variant] = load_trained(cfg, "shapes", variant, 0)[0]
-    assert torch.allclose(models["cut"](x), models["last"](x), atol=1e-5)
+    assert torch.allclose(models["named"](x), models["last"](x), atol=1e-5)
     assert get("gradcam")(models["last"], x, targets).shape[-1] == 4
-    assert get("gradcam")(models["cut"], x, targets).shape[-1] == 8
-    cfg = external_cfg(tiny_cfg, far={**block, "cam_layer": "trunk.99"})
+    maps = get("gradcam")(models["named"], x, targets, layer="trunk.14")  # the model's own layer wins
+    assert maps.shape[-1] == 8 and torch.equal(maps, get("gradcam")(models["cut"], x, targets))
+    assert torch.equal(maps, get("gradcam")(models["last"], x, targets, layer="trunk.7"))
+    cfg = external_cfg(tiny_cfg, far={**block, "layer": "trunk.99"})
     code, err = train(cfg, "far", capsys)
-    assert code != 0 and "cam_layer trunk.99: small_cnn's trunk has layers trunk.0 to trunk.14" in err, err
+    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert ("data/external/sd.pt: models.external.far.layer 'trunk.99' is not a module of the model (Classifier); "
+            "closest names: trunk.9") in err, err
+    assert not (tiny_project / "results/models/shapes/far").exists()
+
+
+@pytest.mark.parametrize("block, layer, says", [
+    ({"path": "data/external/sd.pt", "width": 8}, "trunk.99",
+     "layer 'trunk.99' is not a module of the model (Classifier); closest names: trunk.9"),
+    ({"path": "data/external/ts.pt", "format": "torchscript"}, "trunk.7",
+     "layer 'trunk.7' is in a TorchScript model, whose modules take no forward hooks")])
+def test_an_explain_option_layer_the_model_cannot_serve_stops_the_job_before_any_file(
+        tiny_project, tiny_cfg, capsys, catalog_restored, block, layer, says):
+    """`explain.options.gradcam.layer` is checked against each model when its explain job starts: one line
+    naming the model and why (the closest names; no hooks in TorchScript); no map file written, not
+    even the methods before it."""
+    save_models(tiny_project / "data/external")
+    raw = {**tiny_cfg, "explain": {**tiny_cfg["explain"], "options": {"gradcam": {"layer": layer}}}}
+    cfg = external_cfg(raw, mine={**block, "classes": 4})
+    assert train(cfg, "mine", capsys)[0] == 0
+    slice_ = steps.as_json(steps.settings("explain", cfg, dataset="shapes", variant="mine", seed=0,
+                                          methods=["gradient", "gradcam"]))
+    code = cli.main(["explain", "--dataset", "shapes", "--variant", "mine", "--seed", "0", "--split", "test",
+                     "--method", "gradient", "--method", "gradcam", "--config", slice_])
+    err = capsys.readouterr().err
+    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert f"shapes/mine/seed0: explain.options.gradcam.{says}" in err, err
+    assert not (tiny_project / "results/explanations").exists()
+
+
+@pytest.fixture(scope="module")
+def vit_file(tmp_path_factory):
+    """A tiny torchvision ViT (4x4 patches + CLS at 32 px, random head) saved with torch.export, batch dynamic."""
+    import torchvision
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                               hidden_dim=32, mlp_dim=64, num_classes=4).eval()
+    torch.nn.init.normal_(vit.heads.head.weight)
+    path = tmp_path_factory.mktemp("vit") / "vit.pt2"
+    x = torch.rand(2, 3, 32, 32)
+    torch.export.save(torch.export.export(vit, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}}), path)
+    return vit, path
+
+
+VIT_LAYER = "encoder.layers.encoder_layer_0"
+NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+def test_an_exported_vit_is_imported_and_explained_by_gradcam_at_its_named_block(tiny_project, tiny_cfg, capsys,
+                                                                                 catalog_restored, vit_file):
+    """format: export (forward only) with a layer: the explainers needing features or a Classifier do not
+    apply; the imported model's Grad-CAM (hooked on the unflattened program, tokens reshaped, inputs
+    normalised as the block says) is the eager ViT's; the model survives deepcopy (randomisation)."""
+    import copy
+    from xaibench.explain import get
+    vit, path = vit_file
+    cfg = external_cfg(tiny_cfg, vit={"path": str(path), "format": "export", "classes": 4, "layer": VIT_LAYER,
+                                      "reshape": "tokens", "normalisation": NORM})
+    methods = ["gradcam", "cam", "agf", "lap", "proto", "gradient", "ig", "random"]
+    assert catalog.methods_for({"methods": methods}, "vit") == ["gradcam", "gradient", "ig", "random"]
+    code, err = train(cfg, "vit", capsys)
+    assert code == 0, err
+    model = load_trained(cfg, "shapes", "vit", 0)[0]
+    x, targets = torch.rand(3, 3, 32, 32), torch.tensor([0, 3, 1])
+    normalised = (x - 0.5) / 0.25
+    assert torch.allclose(model(x), vit(normalised), atol=1e-5)
+    maps = get("gradcam")(model, x, targets)
+    assert maps.shape == (3, 4, 4) and (maps.flatten(1).amax(1) > 0).all()
+    direct = get("gradcam")(vit, normalised, targets, layer=VIT_LAYER, reshape="tokens")
+    torch.testing.assert_close(maps, direct, rtol=0, atol=1e-5)
+    twin = copy.deepcopy(model)
+    assert torch.equal(twin(x), model(x))
+
+
+def test_layer_settings_are_refused_with_the_settings(tiny_project, tiny_cfg, catalog_restored, vit_file):
+    """Before any job, without torch: an export file needs a layer it has (its archive lists them), a
+    TorchScript file takes none, and a reshape needs a layer."""
+    files = save_models(tiny_project / "data/external")
+    path = str(vit_file[1])
+    vit = {"path": path, "format": "export", "classes": 4}
+    for block, says in (
+            (vit, f"models.external.m.layer: required for an export file ({path} has only forward(x) -> logits): "
+                  "name the module Grad-CAM explains, e.g. one of: "),
+            ({**vit, "layer": "encoder.layers.encoder_layer_9"},
+             f"models.external.m.layer: {path} has no module 'encoder.layers.encoder_layer_9'; closest names: "
+             "encoder.layers.encoder_layer_1, encoder.layers.encoder_layer_0"),
+            ({"path": str(files["ts"]), "format": "torchscript", "classes": 4, "layer": "trunk.7"},
+             "models.external.m.layer: TorchScript modules take no forward hooks"),
+            ({"path": str(files["sd"]), "classes": 4, "reshape": "tokens"},
+             "models.external.m.reshape: needs models.external.m.layer")):
+        with pytest.raises(config.ConfigError) as err:
+            external_cfg(tiny_cfg, m=block)
+        assert says in str(err.value), err.value
+    with pytest.raises(config.ConfigError, match="explain.options.gradcam.reshape: needs explain.options.gradcam.layer"):
+        config.validate({"explain": {"options": {"gradcam": {"reshape": "tokens"}}}})
 
 
 def test_external_model_errors_are_one_line_naming_the_file(tiny_project, tiny_cfg, capsys, catalog_restored):

@@ -10,11 +10,15 @@ function with `@register(name)` in a module plus its entry in `xaibench.catalog.
 `explain_split` refuses an option name the function does not take.
 
 Reaching any layer: models are plain `nn.Module`s, so an explainer registers forward hooks on the
-modules it needs (`capture` below) instead of asking the model for special outputs.
+modules it needs (`capture` below) instead of asking the model for special outputs. An explainer that
+reads one layer takes it by module name (`layer_of`: option `layer`, or an external model's own
+`layer`), with an optional `reshape` of its output to [B,C,h,w] (`tokens`: ViT tokens).
 """
 from __future__ import annotations
 
+import importlib
 import inspect
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import catalog
-from ..io import save_npz
+from ..io import first_line, save_npz
 from ..progress import Progress
-from ..registry import Registry
+from ..registry import Registry, closest
 
 EXPLAINERS = Registry("explainer", catalog.EXPLAINERS)
 register, get = EXPLAINERS.register, EXPLAINERS.get
@@ -58,6 +62,101 @@ def capture(modules: dict):
             h.remove()
 
 
+def tokens(t: torch.Tensor) -> torch.Tensor:
+    """`reshape: tokens`: ViT tokens [B,N,C] -> [B,C,h,h], the last h·h tokens as the patch grid (row
+    major, h = isqrt(N)) and the leading extra ones (CLS, registers) dropped: pytorch-grad-cam's ViT
+    reshape, with the grid read from the token count (this suite's images are square)."""
+    if t.dim() != 3:
+        raise ValueError(f"reshape tokens: the layer gives shape {list(t.shape)}, not [B,N,C] tokens")
+    n = t.shape[1]
+    h = math.isqrt(n)
+    if n - h * h >= h:  # more extra tokens than a grid row: the count is no square grid plus CLS/registers
+        raise ValueError(f"reshape tokens: {n} tokens are not a square grid plus fewer than {h} leading "
+                         "tokens (CLS, registers); give a function instead (reshape: package.module:function)")
+    return t[:, n - h * h:].transpose(1, 2).reshape(len(t), -1, h, h)
+
+
+def reshaper(spec: str | None):
+    """The function a `reshape` setting names: None, `tokens`, or `package.module:function` (imported)."""
+    if spec is None:
+        return None
+    if spec == "tokens":
+        return tokens
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except Exception as exc:  # ImportError, AttributeError, or whatever the module raises on import
+        raise ValueError(f"reshape {spec!r}: cannot import it ({type(exc).__name__}: {first_line(exc)})") from None
+    if not callable(fn):
+        raise ValueError(f"reshape {spec!r}: {name} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def layer_of(model, layer: str | None = None, reshape: str | None = None):
+    """(name, module, reshape function) of the layer an explainer reads, or None for its default (the
+    last block, `model.features`). The model's own choice comes first (`model.explain_layer`, set from
+    an external model's `layer`/`reshape`), then the options'. Names are `model.named_modules()`'s, or
+    those of a wrapped file's model (`model.explain_modules()`, training.external.Wrapped)."""
+    layer, reshape = getattr(model, "explain_layer", None) or (layer, reshape)
+    if layer is None:
+        if reshape is not None:
+            raise ValueError(f"reshape {reshape!r} needs a layer (the module whose output it reshapes)")
+        return None
+    modules = model.explain_modules() if hasattr(model, "explain_modules") else dict(model.named_modules())
+    if layer not in modules:
+        raise ValueError(f"layer {layer!r} is not a module of the model ({type(model).__name__}); "
+                         f"closest names: {closest(layer, [n for n in modules if n])}")
+    if isinstance(modules[layer], torch.jit.ScriptModule):
+        raise ValueError(f"layer {layer!r} is in a TorchScript model, whose modules take no forward hooks; "
+                         "Grad-CAM reads its features(x) (no layer), or save it with torch.export")
+    return layer, modules[layer], reshaper(reshape)
+
+
+def check_layer(model, method: str, options: dict, where: str) -> None:
+    """Refuse a `layer`/`reshape` option `model` cannot serve before any map is computed (`where`
+    names the model in the message)."""
+    if options.get("layer") is not None or options.get("reshape") is not None:
+        try:
+            layer_of(model, options.get("layer"), options.get("reshape"))
+        except ValueError as exc:
+            raise ValueError(f"{where}: explain.options.{method}.{exc}") from None
+
+
+def layer_gradient(model, images, targets, name: str, module, reshape=None):
+    """Activation of `module` [B,C,h,w] and d logit_target / d activation, from one forward pass of
+    `model(images)` with a forward hook and one backward pass (as Captum's LayerGradCam and
+    pytorch-grad-cam), so any module whose forward gives logits works. `reshape` makes the output
+    [B,C,h,w] (applied to activation and gradient alike, pytorch-grad-cam's `reshape_transform`)."""
+    seen = []
+
+    def keep(_module, _inputs, out):
+        # the one tensor of its output: a sequence may hold others (an unflattened torch.export module
+        # passes symbolic sizes along, [int, int, tensor]; attention returns (tensor, None))
+        parts = list(out) if isinstance(out, (list, tuple)) else [out]
+        where = [i for i, part in enumerate(parts) if isinstance(part, torch.Tensor)]
+        if len(where) != 1:
+            raise ValueError(f"layer {name!r} gives a {type(out).__name__} holding {len(where)} tensors; "
+                             "name a module whose output is one tensor")
+        seen.append(parts[where[0]])
+        parts[where[0]] = parts[where[0]].clone()  # an in-place op after it (ReLU(inplace)) then changes the copy
+        return type(out)(parts) if isinstance(out, (list, tuple)) else parts[0]
+
+    handle = module.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            score = model(images.detach().requires_grad_(True)).gather(1, targets[:, None]).sum()
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError(f"layer {name!r} did not run in the model's forward pass")
+    (grads,) = torch.autograd.grad(score, seen[-1])  # its last call, if the module runs more than once
+    acts, grads = (seen[-1].detach(), grads) if reshape is None else (reshape(seen[-1].detach()), reshape(grads))
+    if acts.dim() != 4:
+        hint = "; for [B,N,C] tokens set reshape: tokens" if acts.dim() == 3 else ""
+        raise ValueError(f"layer {name!r} gives shape {list(acts.shape)}; Grad-CAM needs [B,C,h,w]{hint}")
+    return acts, grads
+
+
 def upsample(maps: torch.Tensor, size) -> torch.Tensor:
     """[B,h,w] -> [B,H,W] bilinear, half-pixel centres (as cv2.resize and Captum's interpolate)."""
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
@@ -73,21 +172,27 @@ def cam(model, images, targets):
 
 
 @register("gradcam")
-def gradcam(model, images, targets):
-    """Grad-CAM (Selvaraju et al. 2017) at the last conv block, batched in one backward pass.
+def gradcam(model, images, targets, layer: str | None = None, reshape: str | None = None):
+    """Grad-CAM (Selvaraju et al. 2017), batched in one backward pass: at the last conv block, or at
+    the module named `layer` (`layer_of`; its output reshaped by `reshape`, e.g. `tokens` for a ViT).
 
     Channel weights are the spatial mean of d logit_c / d A_k; map = ReLU(sum_k w_k A_k) on the
-    feature grid. Upsampled, it matches pytorch-grad-cam's GradCAM and Captum's
+    layer's grid. Upsampled, it matches pytorch-grad-cam's GradCAM and Captum's
     LayerGradCam(relu_attributions=True).
-    The trunk runs without autograd (its graph is never needed): the only backward pass is through
-    the head, so the whole method costs about one forward pass.
+    At the last block the trunk runs without autograd (its graph is never needed): the only backward
+    pass is through the head, so the method costs about one forward pass. At a named layer the
+    whole model runs with autograd (`layer_gradient`).
     """
-    with torch.no_grad():
-        feats = model.features(images)
-    with torch.enable_grad():
-        feats.requires_grad_(True)
-        score = model.classify(feats).gather(1, targets[:, None]).sum()
-        (grads,) = torch.autograd.grad(score, feats)
+    chosen = layer_of(model, layer, reshape)
+    if chosen is not None:
+        feats, grads = layer_gradient(model, images, targets, *chosen)
+    else:
+        with torch.no_grad():
+            feats = model.features(images)
+        with torch.enable_grad():
+            feats.requires_grad_(True)
+            score = model.classify(feats).gather(1, targets[:, None]).sum()
+            (grads,) = torch.autograd.grad(score, feats)
     maps = (grads.mean(dim=(2, 3), keepdim=True) * feats.detach()).sum(1)
     return maps.relu()
 

@@ -6,6 +6,11 @@ block and the file's sha256), an empty history.csv and summary.json (its accurac
 step treats it like any other model. Loading rebuilds the model from the file, so a file replaced
 after the import is refused by `load_trained` (its sha256 differs) until the import job reruns, which
 Snakemake does by itself: the file is that job's input.
+
+Formats: a state_dict of a registered architecture (a `Classifier`), TorchScript (`features`/`classify`
+methods) or torch.export (forward only). The block's `layer` (and `reshape`) go with the model
+(`explain_layer`), so every step that explains it reads the same layer; the import checks that Grad-CAM
+runs there, so a bad name fails this job, before any explain job.
 """
 from __future__ import annotations
 
@@ -21,16 +26,21 @@ from . import Variant
 FIX = "fix the file or its models.external block"
 
 
-class Scripted(nn.Module):
-    """A TorchScript classifier behind the interface explainers use: [0, 1] images -> `features`
-    (normalised first, as the block says) -> `classify` -> logits."""
+class Wrapped(nn.Module):
+    """A TorchScript or torch.export model behind what explainers use: [0, 1] images, normalised as the
+    block says, -> logits; `features`/`classify` pass through when the file has them (TorchScript of
+    a Classifier), and then forward is classify(features(x)), the logits Grad-CAM differentiates."""
 
     def __init__(self, net, normalisation: dict | None):
         super().__init__()
         norm = normalisation or {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
-        self.net = net
+        self.net, self.split = net, hasattr(net, "features")
         self.register_buffer("mean", torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1))
+
+    def explain_modules(self) -> dict[str, nn.Module]:
+        """The file's modules by the names its author knows (`explain.layer_of` looks a layer up here)."""
+        return dict(self.net.named_modules())
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.features((x - self.mean) / self.std)
@@ -39,25 +49,29 @@ class Scripted(nn.Module):
         return self.net.classify(f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))
+        return self.classify(self.features(x)) if self.split else self.net((x - self.mean) / self.std)
 
 
-class Cut(nn.Module):
-    """A Classifier whose `features` end at an earlier trunk layer (`cam_layer`), the rest of the trunk
-    moved into `classify`: what Grad-CAM explains is that layer; outputs and weights are unchanged."""
-
-    def __init__(self, model: nn.Module, index: int):
-        super().__init__()
-        self.model, self.index = model, index
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.trunk[:self.index + 1]((x - self.model.mean) / self.model.std)
-
-    def classify(self, f: torch.Tensor) -> torch.Tensor:
-        return self.model.classify(self.model.trunk[self.index + 1:](f))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))
+def _file_model(block: dict) -> Wrapped:
+    """A TorchScript file (which must have `features`/`classify`: its modules take no hooks) or a
+    torch.export file, unflattened: `.module()` runs one flat graph, on whose submodules forward hooks
+    never fire; `torch.export.unflatten` calls them, so a layer can be read by name."""
+    path, fmt = block["path"], block["format"]
+    try:
+        net = torch.jit.load(path, map_location="cpu") if fmt == "torchscript" else torch.export.load(path)
+    except Exception as exc:  # torch raises RuntimeError and others for a damaged or foreign file
+        raise ValueError(f"{path}: not a {fmt} file ({type(exc).__name__}: {first_line(exc)}); {FIX}") from None
+    if fmt == "export":
+        net = torch.export.unflatten(net)
+        for module in net.modules():  # tracing's symbolic shapes: not needed to run, and deepcopy refuses them
+            for node in getattr(getattr(module, "graph", None), "nodes", ()):
+                node.meta.clear()
+    elif not (hasattr(net, "features") and hasattr(net, "classify")):
+        raise ValueError(f"{path}: the TorchScript model has no features or classify method; explainers need "
+                         "features(x) -> [B,C,h,w] and classify(features) -> logits (script an "
+                         "xaibench.models.Classifier, or @torch.jit.export both), or save it with torch.export "
+                         "(format: export) and name a layer")
+    return Wrapped(net, block["normalisation"])
 
 
 def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
@@ -68,20 +82,18 @@ def model_config(cfg: dict, meta: dict, variant: str, seed: int) -> dict:
 
 
 def build(mcfg: dict) -> nn.Module:
-    """The model of the file `mcfg` names, with its weights (a state_dict is loaded into its architecture)."""
-    block, path = mcfg["external"], mcfg["external"]["path"]
-    if block["format"] == "torchscript":
-        try:
-            net = torch.jit.load(path, map_location="cpu")
-        except Exception as exc:  # torch raises RuntimeError and others for a damaged or foreign file
-            raise ValueError(f"{path}: not a TorchScript file ({type(exc).__name__}: {first_line(exc)}); {FIX}") from None
-        missing = [m for m in ("features", "classify") if not hasattr(net, m)]
-        if missing:
-            raise ValueError(f"{path}: the TorchScript model has no {' or '.join(missing)} method; explainers need "
-                             "features(x) -> [B,C,h,w] and classify(features) -> logits (script an "
-                             "xaibench.models.Classifier, or @torch.jit.export both)")
-        return Scripted(net, block["normalisation"])
+    """The model of the file `mcfg` names, with its weights (a state_dict is loaded into its architecture),
+    carrying its block's `layer` and `reshape` (`explain_layer`: `explain.layer_of` reads it first)."""
+    block = mcfg["external"]
+    model = _state_dict_model(mcfg) if block["format"] == "state_dict" else _file_model(block)
+    if block["layer"] is not None:
+        model.explain_layer = (block["layer"], block["reshape"])
+    return model
+
+
+def _state_dict_model(mcfg: dict) -> nn.Module:
     from ..models import create_model
+    block, path = mcfg["external"], mcfg["external"]["path"]
     model = create_model(block["arch"], block["classes"], width=block["width"], image_size=mcfg["image_size"])
     state = load_torch(path, "state_dict", weights_only=True, fix=FIX)
     state = state.get("state_dict", state) if isinstance(state, dict) else state  # an xaibench model.pt too
@@ -91,33 +103,38 @@ def build(mcfg: dict) -> nn.Module:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         raise ValueError(f"{path}: not a state_dict of {block['arch']} (width {block['width']}) with "
                          f"{block['classes']} classes ({lines[min(1, len(lines) - 1)][:160]}); {FIX}") from None
-    if block["cam_layer"] is None:
-        return model
-    index = int(block["cam_layer"].split(".")[1])
-    if index >= len(model.trunk):
-        raise ValueError(f"{path}: models.external.{mcfg['variant']}.cam_layer {block['cam_layer']}: {block['arch']}'s "
-                         f"trunk has layers trunk.0 to trunk.{len(model.trunk) - 1}")
-    return Cut(model, index)
+    return model
 
 
 def check(model: nn.Module, mcfg: dict) -> None:
-    """Refuse a model that does not fit the dataset: class count and input size, each in one line."""
+    """Refuse a model that does not fit the dataset or whose Grad-CAM layer does not work (a name it does
+    not have, an output no reshape makes [B,C,h,w]), each in one line naming the file."""
+    from ..explain import gradcam
     block, path, n, side = mcfg["external"], mcfg["external"]["path"], mcfg["num_classes"], mcfg["image_size"]
     if block["classes"] != n:
         raise ValueError(f"{path}: models.external.{mcfg['variant']}.classes is {block['classes']} but dataset "
                          f"{mcfg['dataset']} has {n} classes")
+    x = torch.zeros(2, 3, side, side)
     try:
         with torch.no_grad():
-            feats = model.features(torch.zeros(2, 3, side, side))
-            logits = model.classify(feats)
+            logits = model(x)
+            feats = model.features(x) if block["layer"] is None else None
     except Exception as exc:
         raise ValueError(f"{path}: fails on the dataset's {side}x{side} RGB images "
                          f"({type(exc).__name__}: {first_line(exc)})") from None
-    if feats.dim() != 4:
+    if feats is not None and feats.dim() != 4:
         raise ValueError(f"{path}: features(x) gives shape {list(feats.shape)}; explainers need [B,C,h,w]")
     if list(logits.shape) != [2, n]:
         raise ValueError(f"{path}: gives outputs of shape {list(logits.shape[1:])} but dataset "
                          f"{mcfg['dataset']} has {n} classes")
+    if block["layer"] is not None:
+        try:
+            gradcam(model, x, torch.zeros(2, dtype=torch.long))
+        except ValueError as exc:  # the layer's own one-line reasons (explain.layer_of, layer_gradient, tokens)
+            raise ValueError(f"{path}: models.external.{mcfg['variant']}.{exc}") from None
+        except Exception as exc:  # e.g. a reshape function of the user's that fails
+            raise ValueError(f"{path}: Grad-CAM at models.external.{mcfg['variant']}.layer fails "
+                             f"({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def import_model(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | Path, device="auto") -> dict:
