@@ -299,6 +299,13 @@ def label(cells: pd.DataFrame, pair: tuple[str, str], width: int | None = None) 
     return name + (f" {marks}" if marks else "")
 
 
+def row_label(cells: pd.DataFrame, pair: tuple[str, str]) -> str:
+    """`label` for a table: a reference line's in italics, *…* (Markdown and the report's
+    reStructuredText alike: a lone leading * would be an unclosed emphasis there)."""
+    name = label(cells, pair)
+    return f"*{name.lstrip('*')}*" if name.startswith("*") else name
+
+
 def greyed(cell) -> bool:
     return str(cell.validity).startswith("uninformative")
 
@@ -335,9 +342,7 @@ def markdown(cells: pd.DataFrame, cfg: dict | None = None) -> str:
              "| pair | " + " | ".join(f"{first[f].paper} · {header(first[f])}" for f in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for pair in rows:
-        name = label(cells, pair)
-        name = f"*{name.lstrip('*')}*" if name.startswith("*") else name
-        lines.append(f"| {name} | " + " | ".join(cell_text(grid[pair, f]) if (pair, f) in grid else ""
+        lines.append(f"| {row_label(cells, pair)} | " + " | ".join(cell_text(grid[pair, f]) if (pair, f) in grid else ""
                                                   for f in columns) + " |")
     return "\n".join(lines) + "\n"
 

@@ -76,6 +76,25 @@ def test_only_explainers_are_ranked_and_every_row_is_marked(project):
     assert cells.config_hash.nunique() == 1 and len(cells.config_hash.iloc[0]) == 12
 
 
+def test_the_report_table_renders_without_markup_warnings(project, tmp_path):
+    """The report shows results/tables/{dataset}/leaderboard.csv as a reST csv-table: reference lines
+    in italics, and no cell docutils reads as broken markup (it warned once per control row)."""
+    import io
+
+    from docutils.core import publish_doctree
+
+    from xaibench.figures.leaderboard import display
+    _, cells = project
+    table = display(cells)
+    table.to_csv(tmp_path / "board.csv", index=False)
+    warnings = io.StringIO()
+    tree = publish_doctree(f".. csv-table:: board\n   :file: {tmp_path / 'board.csv'}\n   :header-rows: 1\n",
+                           settings_overrides={"warning_stream": warnings, "file_insertion_enabled": True})
+    assert warnings.getvalue() == "", warnings.getvalue()
+    italic = {node.astext() for node in tree.findall(lambda n: n.tagname == "emphasis")}
+    assert italic == {p.strip("*") for p in table.pair if p.startswith("*")} and "standard / sobel" in " ".join(italic)
+
+
 def _cells(values, lows, highs, kind="explainer"):
     return pd.DataFrame({"value": values, "value_low": lows, "value_high": highs, "score": np.nan,
                          "score_low": np.nan, "score_high": np.nan, "scale": "raw", "kind": kind})

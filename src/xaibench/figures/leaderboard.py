@@ -15,7 +15,7 @@ def display(cells: pd.DataFrame) -> pd.DataFrame:
     """The wide table as shown (report, results/tables/{dataset}/leaderboard.csv): one text cell per family."""
     rows, columns, grid = lb.wide(cells)
     heads = lb.column_heads(grid, columns)
-    return pd.DataFrame([{"pair": lb.label(cells, pair),
+    return pd.DataFrame([{"pair": lb.row_label(cells, pair),
                           **{f"{heads[f].paper} · {lb.header(heads[f])}": lb.cell_text(grid[pair, f])
                              if (pair, f) in grid else "" for f in columns}} for pair in rows])
 
