@@ -69,6 +69,13 @@ def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
     run("git checkout -q src/xaibench/tidy.py", clone)
     assert stale_stages(clone) == set()
 
+    # plugin source kept under plugins/ (plugins/README.md): DVC sees its change in every stage
+    (clone / "plugins/mine").mkdir()
+    (clone / "plugins/mine/explainers.py").write_text("# my explainer\n")
+    assert stale_stages(clone) == {"prepare", "train", "explain", "generate", "measure", "figures"}
+    shutil.rmtree(clone / "plugins/mine")
+    assert stale_stages(clone) == set()
+
     # a DVC experiment on one setting reruns only the stage (and the jobs) it touches: the figures,
     # redrawn from the pulled metrics without a model
     shutil.rmtree(clone / "results/figures")

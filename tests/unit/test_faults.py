@@ -382,5 +382,6 @@ def test_every_dvc_stage_depends_on_every_module_it_runs():
         deps = [Path(d) for d in stages[stage]["deps"]]
         missing = sorted(str(p) for p in needed if not any(p == d or d in p.parents for d in deps))
         assert not missing, f"dvc.yaml stage {stage} runs but does not depend on: {missing}"
-        for workflow_file in ("Snakefile", "rules"):
+        for workflow_file in ("Snakefile", "rules", "plugins"):  # plugins/: the plugin code DVC can see
             assert Path(workflow_file) in deps, (stage, workflow_file)
+            assert (REPO / workflow_file).exists(), workflow_file  # kept in every clone (DVC needs its deps)
