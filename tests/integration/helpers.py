@@ -11,7 +11,7 @@ from xaibench import config
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = ["Snakefile", "rules", "report", "params.yaml", "presets", "profiles", "dvc.yaml", "Makefile", "src",
-            "data/raw/README.md", "data/external/README.md"]
+            "data/raw/README.md", "data/external/README.md", "plugins/README.md"]
 
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
