@@ -10,6 +10,7 @@ rule claims:
         validity=kept(str(paths.VALIDITY)),
     params:
         settings=spec("claims"),
+        code=code_version("claims"),
         registry=steps.as_json(catalog.CLAIMS),  # not passed: a changed or added claim reruns the job
     log:
         str(paths.log("claims")),

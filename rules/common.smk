@@ -62,6 +62,12 @@ def spec(step, **job):
     return lambda wildcards: steps.as_json(steps.settings(step, config, **job, **dict(wildcards.items())))
 
 
+def code_version(step):
+    """A rule's `params: code=`: a hash of the library modules the step runs (steps.code_version), so
+    a changed module reruns its jobs, as DVC marks its stage."""
+    return steps.code_version(step, workflow.basedir)
+
+
 def raw_files(dataset):
     """{"raw": content hash of the dataset's raw files} for a dataset read from raw files, else {}
     (a new param would rerun shapes' prepare for nothing)."""

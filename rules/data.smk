@@ -13,6 +13,7 @@ for name in DATASETS:
             kept(steps.prepared_files(config, name)),
         params:
             settings=spec("prepare", dataset=name),
+            code=code_version("prepare"),
             **raw_files(name),
         log:
             str(paths.log("prepare", f"{name}")),

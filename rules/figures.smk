@@ -23,6 +23,7 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
             tables=kept(files["tables"]),
         params:
             settings=spec("figures"),
+            code=code_version("figures"),
             only=" ".join(f"--only {name}" for name in names),
         log:
             str(paths.log("figures", "{dataset}", f"part{part}")),

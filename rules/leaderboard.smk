@@ -11,6 +11,7 @@ rule leaderboard:
         md=kept(str(paths.leaderboard("{dataset}", "md"))),
     params:
         settings=spec("leaderboard"),
+        code=code_version("leaderboard"),
     log:
         str(paths.log("leaderboard", "{dataset}")),
     benchmark:

@@ -10,6 +10,7 @@ if MODEL_FAMILIES:
             kept(steps.measure_outputs(config)),
         params:
             settings=spec("measure", families=MODEL_FAMILIES),
+            code=code_version("measure"),
             families=" ".join(f"--family {f}" for f in MODEL_FAMILIES),
         threads: 1
         log:
@@ -31,6 +32,7 @@ rule measure_variant:
         family="|".join(VARIANT_FAMILIES or ["none"]),
     params:
         settings=spec("measure"),
+        code=code_version("measure"),
     threads: 1
     log:
         str(paths.log("measure", "{dataset}", "{family}", "{variant}", "seeds")),
@@ -49,6 +51,7 @@ rule aggregate:
         rows=kept([str(paths.metric_table("{dataset}", f, "parquet")) for f in config["metrics"]["families"]]),
     params:
         settings=spec("aggregate"),
+        code=code_version("aggregate"),
         families=" ".join(f"--family {f}" for f in config["metrics"]["families"]),
     log:
         str(paths.log("aggregate", "{dataset}")),
@@ -68,6 +71,7 @@ rule summary:
         detail=kept(str(paths.METRICS_SUMMARY)),
     params:
         settings=spec("summary"),
+        code=code_version("summary"),
     log:
         str(paths.log("summary")),
     benchmark:

@@ -12,6 +12,7 @@ rule train_model:
         kept([steps.model_file("{dataset}", "{variant}", "{seed}", name) for name in steps.MODEL_OUTPUTS]),
     params:
         settings=spec("train"),
+        code=code_version("train"),
     threads: config["train"]["threads"]
     resources:
         gpu=0,
@@ -40,6 +41,7 @@ for variant in VARIANTS:
             kept(steps.explain_outputs(config, variant)),
         params:
             settings=spec("explain", variant=variant, methods=catalog.methods_for(config["explain"], variant)),
+            code=code_version("explain"),
             methods=" ".join(f"--method {m}" for m in catalog.methods_for(config["explain"], variant)),
             variant=variant,
         threads: 1
@@ -63,6 +65,7 @@ rule generate_prototypes:
         kept([str(paths.prototypes("{dataset}", "{variant}", "{seed}", ext)) for ext in ("npz", "png")]),
     params:
         settings=spec("generate"),
+        code=code_version("generate"),
     threads: 1
     log:
         str(paths.log("generate", "{dataset}", "{variant}", "seed{seed}")),

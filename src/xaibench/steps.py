@@ -11,6 +11,7 @@ Torch-free (the Snakefile plans with it): it reads the catalog, the settings and
 from __future__ import annotations
 
 import copy
+import functools
 import json
 
 from . import catalog, paths
@@ -224,6 +225,35 @@ def train_inputs(cfg: dict, dataset: str, variant: str, seed) -> dict[str, str]:
         files["checkpoint"] = cfg["models"]["external"][variant]["path"]
     files["code"] = code("train", cfg, variant=variant)
     return files
+
+
+# The DVC stage whose code each step runs (dvc.yaml; its lists of src files are derived from the imports
+# by tests/unit/test_faults.py, so they are the one record of which modules a step runs).
+STAGE_OF = {"prepare": "prepare", "train": "train", "explain": "explain", "generate": "generate",
+            "measure": "measure", "aggregate": "measure", "summary": "measure", "claims": "measure",
+            "leaderboard": "measure", "figures": "figures"}
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(step: str, project: str) -> str:
+    """A content hash of the library code `step` runs: the `src/xaibench` Python files its DVC stage
+    depends on (dvc.yaml in `project`), read from the installed package. A rule's param, so a changed
+    module reruns the jobs that run it, as DVC marks its stage; Snakemake's own code trigger sees only
+    rule bodies, and a timestamp would rerun after a checkout that leaves the bytes alone. The schema
+    is left out: its defaults reach the jobs through their settings slices (`settings`)."""
+    import hashlib
+    from pathlib import Path
+
+    import yaml
+
+    stages = yaml.safe_load((Path(project) / "dvc.yaml").read_text())["stages"]
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for dep in sorted(d for d in stages[STAGE_OF[step]]["deps"] if d.startswith("src/xaibench/")):
+        where = package / dep.removeprefix("src/xaibench/")
+        for file in sorted(where.rglob("*.py")) if where.is_dir() else [where] if where.suffix == ".py" else []:
+            digest.update(str(file.relative_to(package)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def code(step: str, cfg: dict, *, dataset: str | None = None, variant: str | None = None,

@@ -62,12 +62,17 @@ def test_pulled_clone_reruns_what_a_change_touches(smoke_run, tmp_path):
     assert not [job for job in jobs if job.startswith("explain_")]
     run("git checkout -q src/xaibench/params.schema.yaml", clone)
 
-    # a changed helper module: only the stages that run it
+    # a changed helper module: only the stages that run it, and in them every job (the rules' `code`
+    # param hashes the modules of their stage); restoring its bytes (a new mtime) reruns nothing
     tidy = clone / "src/xaibench/tidy.py"
     tidy.write_text(tidy.read_text() + "\n# changed\n")
     assert stale_stages(clone) == {"measure", "figures"}  # figures read tidy tables with it
+    jobs = jobs_of(run("PYTHONPATH=src snakemake -n", clone).stdout)
+    assert jobs["measure_model"] == n_models and "draw_figures_1" in jobs and "aggregate" in jobs
+    assert "train_model" not in jobs and not [job for job in jobs if job.startswith(("explain_", "generate"))]
     run("git checkout -q src/xaibench/tidy.py", clone)
     assert stale_stages(clone) == set()
+    assert "Nothing to be done" in run("PYTHONPATH=src snakemake -n", clone).stdout
 
     # plugin source kept under plugins/ (plugins/README.md): DVC sees its change in every stage
     (clone / "plugins/mine").mkdir()
