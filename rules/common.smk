@@ -62,10 +62,14 @@ def spec(step, **job):
     return lambda wildcards: steps.as_json(steps.settings(step, config, **job, **dict(wildcards.items())))
 
 
-def code_version(step):
-    """A rule's `params: code=`: a hash of the library modules the step runs (steps.code_version), so
-    a changed module reruns its jobs, as DVC marks its stage."""
-    return steps.code_version(step, workflow.basedir)
+def code_version(step, **job):
+    """A rule's `params: code=`: a hash of the library modules the step runs and of the plugin files
+    the job runs (steps.code_version), so a changed module or plugin reruns its jobs. `job` holds the
+    arguments of steps.code, each a value or a function of the wildcards."""
+    def version(wildcards):
+        args = {k: v(wildcards) if callable(v) else v for k, v in job.items()}
+        return steps.code_version(step, workflow.basedir, tuple(steps.code(step, config, **args)))
+    return version
 
 
 def raw_files(dataset):

@@ -7,13 +7,11 @@ for name in DATASETS:
     rule:
         name:
             f"prepare_{name}"
-        input:
-            code=steps.code("prepare", config, dataset=name),
         output:
             kept(steps.prepared_files(config, name)),
         params:
             settings=spec("prepare", dataset=name),
-            code=code_version("prepare"),
+            code=code_version("prepare", dataset=name),
             **raw_files(name),
         log:
             str(paths.log("prepare", f"{name}")),

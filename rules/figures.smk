@@ -8,7 +8,6 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
             f"draw_figures_{part}"
         input:
             lambda w, names=names: steps.figure_inputs(config, w.dataset, names),
-            code=steps.code("figures", config, figures=names),
         output:
             shown=[
                 report(
@@ -23,7 +22,7 @@ for part, names in enumerate(FIGURE_PARTS, start=1):
             tables=kept(files["tables"]),
         params:
             settings=spec("figures"),
-            code=code_version("figures"),
+            code=code_version("figures", figures=names),
             only=" ".join(f"--only {name}" for name in names),
         log:
             str(paths.log("figures", "{dataset}", f"part{part}")),

@@ -5,12 +5,11 @@ if MODEL_FAMILIES:
     rule measure_model:
         input:
             lambda w: steps.measure_inputs(config, w.dataset, w.variant, seed=w.seed),
-            code=lambda w: steps.code("measure", config, variant=w.variant, families=MODEL_FAMILIES),
         output:
             kept(steps.measure_outputs(config)),
         params:
             settings=spec("measure", families=MODEL_FAMILIES),
-            code=code_version("measure"),
+            code=code_version("measure", variant=lambda w: w.variant, families=MODEL_FAMILIES),
             families=" ".join(f"--family {f}" for f in MODEL_FAMILIES),
         threads: 1
         log:
@@ -25,14 +24,13 @@ if MODEL_FAMILIES:
 rule measure_variant:
     input:
         lambda w: steps.measure_inputs(config, w.dataset, w.variant, family=w.family),
-        code=lambda w: steps.code("measure", config, variant=w.variant, families=[w.family]),
     output:
         kept(str(paths.measure_unit("{dataset}", "{family}", "{variant}", "seeds"))),
     wildcard_constraints:
         family="|".join(VARIANT_FAMILIES or ["none"]),
     params:
         settings=spec("measure"),
-        code=code_version("measure"),
+        code=code_version("measure", variant=lambda w: w.variant, families=lambda w: [w.family]),
     threads: 1
     log:
         str(paths.log("measure", "{dataset}", "{family}", "{variant}", "seeds")),

@@ -12,7 +12,7 @@ rule train_model:
         kept([steps.model_file("{dataset}", "{variant}", "{seed}", name) for name in steps.MODEL_OUTPUTS]),
     params:
         settings=spec("train"),
-        code=code_version("train"),
+        code=code_version("train", variant=lambda w: w.variant),
     threads: config["train"]["threads"]
     resources:
         gpu=0,
@@ -36,12 +36,11 @@ for variant in VARIANTS:
         input:
             data=str(paths.prepared("{dataset}") / "meta.json"),
             model=steps.model_file("{dataset}", variant, "{seed}"),
-            code=steps.code("explain", config, variant=variant, methods=catalog.methods_for(config["explain"], variant)),
         output:
             kept(steps.explain_outputs(config, variant)),
         params:
             settings=spec("explain", variant=variant, methods=catalog.methods_for(config["explain"], variant)),
-            code=code_version("explain"),
+            code=code_version("explain", variant=variant, methods=catalog.methods_for(config["explain"], variant)),
             methods=" ".join(f"--method {m}" for m in catalog.methods_for(config["explain"], variant)),
             variant=variant,
         threads: 1
@@ -60,12 +59,11 @@ rule generate_prototypes:
     input:
         data=str(paths.prepared("{dataset}") / "meta.json"),
         model=steps.model_file("{dataset}", "{variant}", "{seed}"),
-        code=lambda w: steps.code("generate", config, variant=w.variant),
     output:
         kept([str(paths.prototypes("{dataset}", "{variant}", "{seed}", ext)) for ext in ("npz", "png")]),
     params:
         settings=spec("generate"),
-        code=code_version("generate"),
+        code=code_version("generate", variant=lambda w: w.variant),
     threads: 1
     log:
         str(paths.log("generate", "{dataset}", "{variant}", "seed{seed}")),

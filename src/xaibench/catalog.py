@@ -575,7 +575,7 @@ PLUGINS = _plugins.load({s: globals()[s] for s in _plugins.SECTIONS})
 
 
 def plugin_files(**names) -> list[str]:
-    """Source files of the plugins adding any of `names` (e.g. `explainers=[...]`): a rule's inputs."""
+    """Source files of the plugins adding any of `names` (e.g. `explainers=[...]`): part of a job's `code` param."""
     return _plugins.files(PLUGINS, **names)
 
 

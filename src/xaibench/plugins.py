@@ -30,7 +30,7 @@ class PluginError(RuntimeError):
 class Plugin:
     dist: str  # the distribution (what `pip uninstall` takes)
     entry: str  # "name = module", as in its entry_points.txt
-    files: tuple[str, ...]  # its package's source files: inputs of the jobs that use its names
+    files: tuple[str, ...]  # its package's source files: hashed into the jobs that use its names
 
 
 def _source_files(module: str) -> tuple[str, ...]:
@@ -91,7 +91,7 @@ def load(sections: dict[str, dict]) -> dict[tuple[str, str], Plugin]:
 
 def files(owners: dict[tuple[str, str], Plugin], **names) -> list[str]:
     """Source files of the plugins that add any of `names` (section in lower case -> names, e.g.
-    `explainers=["grad_power"]`): a rule's inputs, so a changed plugin reruns exactly its jobs."""
+    `explainers=["grad_power"]`): hashed into a rule's `code` param, so a changed plugin reruns exactly its jobs."""
     wanted = {(section.upper(), n) for section, group in names.items() for n in group}
     return sorted({f for key, p in owners.items() if key in wanted for f in p.files})
 

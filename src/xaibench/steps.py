@@ -223,7 +223,6 @@ def train_inputs(cfg: dict, dataset: str, variant: str, seed) -> dict[str, str]:
         files["source"] = model_file(dataset, source, seed)
     if catalog.is_external(variant):  # the file itself: replacing it reruns its model's jobs
         files["checkpoint"] = cfg["models"]["external"][variant]["path"]
-    files["code"] = code("train", cfg, variant=variant)
     return files
 
 
@@ -234,13 +233,22 @@ STAGE_OF = {"prepare": "prepare", "train": "train", "explain": "explain", "gener
             "leaderboard": "measure", "figures": "figures"}
 
 
+def code_version(step: str, project: str, plugin_files: tuple[str, ...] = ()) -> str:
+    """A content hash of the code one job of `step` runs: the `src/xaibench` Python files its DVC stage
+    depends on (dvc.yaml in `project`, read from the installed package) and the plugin files the job
+    runs (`code`). A rule's param, so a changed module or plugin reruns the jobs that run it (DVC marks
+    the stage); Snakemake's own code trigger sees only rule bodies, and a timestamp would rerun after a
+    checkout or reinstall that leaves the bytes alone. The schema is left out: its defaults reach the
+    jobs through their settings slices (`settings`)."""
+    import hashlib
+    digest = hashlib.sha256(_library_version(STAGE_OF[step], project).encode())
+    for file in plugin_files:
+        digest.update(file.encode() + b"\0" + _read(file) + b"\0")
+    return digest.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=None)
-def code_version(step: str, project: str) -> str:
-    """A content hash of the library code `step` runs: the `src/xaibench` Python files its DVC stage
-    depends on (dvc.yaml in `project`), read from the installed package. A rule's param, so a changed
-    module reruns the jobs that run it, as DVC marks its stage; Snakemake's own code trigger sees only
-    rule bodies, and a timestamp would rerun after a checkout that leaves the bytes alone. The schema
-    is left out: its defaults reach the jobs through their settings slices (`settings`)."""
+def _library_version(stage: str, project: str) -> str:
     import hashlib
     from pathlib import Path
 
@@ -249,17 +257,23 @@ def code_version(step: str, project: str) -> str:
     stages = yaml.safe_load((Path(project) / "dvc.yaml").read_text())["stages"]
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for dep in sorted(d for d in stages[STAGE_OF[step]]["deps"] if d.startswith("src/xaibench/")):
+    for dep in sorted(d for d in stages[stage]["deps"] if d.startswith("src/xaibench/")):
         where = package / dep.removeprefix("src/xaibench/")
         for file in sorted(where.rglob("*.py")) if where.is_dir() else [where] if where.suffix == ".py" else []:
             digest.update(str(file.relative_to(package)).encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def code(step: str, cfg: dict, *, dataset: str | None = None, variant: str | None = None,
          methods: list[str] = (), families: list[str] = (), figures: list[str] = ()) -> list[str]:
-    """The installed plugins' source files one job of `step` runs (its rule's inputs, so a changed
-    plugin reruns exactly the jobs that use it); [] without plugins."""
+    """The installed plugins' source files one job of `step` runs (hashed into its rule's `code` param,
+    `code_version`, so a changed plugin reruns exactly the jobs that use it); [] without plugins."""
     if not catalog.PLUGINS:
         return []
     variants = [variant] if variant else []
