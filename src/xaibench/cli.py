@@ -351,8 +351,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed tensor memory for the next batch instead of handing each block back.
+
+    By default every block above a moving threshold is mmap'ed and unmapped on free, so each batch's
+    tensors page-fault afresh: 5-10% of a training or measure job went to system time (measured on
+    2 CPU cores). Only where memory comes from changes, not a number. No-op off glibc.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MB (glibc's maximum) from the heap
+    mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep up to 1 GB of freed heap in the process
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _keep_freed_memory()
     if argv[:1] == ["run"]:
         from .workflow import main as run
         return run(argv[1:])
