@@ -88,7 +88,7 @@ def test_cli_bad_params_exits_nonzero_with_one_line(tmp_path, monkeypatch, capsy
 # key path. LAP's reading is the schema default too (every run uses it); the ProtoPNet schedule is
 # the CPU default only: the schema keeps the reference's, which presets/paper.yaml runs.
 CALIBRATED_DEFAULTS = {("train", "lap", "mode"): "v1", ("train", "lap", "warmup_epochs"): 2}
-CALIBRATED_CPU_SCHEDULE = {("train", "protopnet", "lr", "last_layer"): 0.001}
+CALIBRATED_CPU_SCHEDULE = {("train", "protopnet", "lr", "last_layer"): 0.001, ("train", "lap", "epochs"): 8}
 
 
 def _at(cfg, path):
