@@ -152,10 +152,11 @@ def test_a_hand_run_measure_takes_the_seeds_the_dag_gives(tmp_path, monkeypatch,
     for name in ("params.yaml", "presets"):
         (shutil.copytree if (repo / name).is_dir() else shutil.copy)(repo / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    cfg = config.load("params.yaml", ["presets/smoke.yaml"])
+    (tmp_path / "every.yaml").write_text("metrics: {variants: {stability: [standard, lap_plugin]}}\n")
+    cfg = config.load("params.yaml", ["presets/smoke.yaml", "every.yaml"])
     assert steps.seeds(cfg, "lap_plugin") == [0] and steps.seeds(cfg, "standard") == [0, 1]
     rc = main(["measure", "--dataset", "shapes", "--family", "stability", "--variant", "lap_plugin",
-               "--preset", "presets/smoke.yaml"])
+               "--preset", "presets/smoke.yaml", "--preset", "every.yaml"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "stability compares training runs; lap_plugin is trained for seeds [0] only" in err[0]
