@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 
 from . import catalog, paths
@@ -240,7 +241,6 @@ def code_version(step: str, project: str, plugin_files: tuple[str, ...] = ()) ->
     the stage); Snakemake's own code trigger sees only rule bodies, and a timestamp would rerun after a
     checkout or reinstall that leaves the bytes alone. The schema is left out: its defaults reach the
     jobs through their settings slices (`settings`)."""
-    import hashlib
     digest = hashlib.sha256(_library_version(STAGE_OF[step], project).encode())
     for file in plugin_files:
         digest.update(file.encode() + b"\0" + _read(file) + b"\0")
@@ -249,7 +249,6 @@ def code_version(step: str, project: str, plugin_files: tuple[str, ...] = ()) ->
 
 @functools.lru_cache(maxsize=None)
 def _library_version(stage: str, project: str) -> str:
-    import hashlib
     from pathlib import Path
 
     import yaml

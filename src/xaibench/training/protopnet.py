@@ -331,9 +331,8 @@ def train(cfg: dict, data_root: str | Path, variant: str, seed: int, out: str | 
         if stop_after is not None and s >= stop_after:
             return {}
         phase, epoch, k = steps[s]
-        desc = f"{variant} seed{seed} {phase} epoch {epoch + 1}/{p['epochs']}"
-        if phase == "last":  # the last-layer phase counts its own epochs after the push of `epoch`
-            desc = f"{variant} seed{seed} last-layer epoch {k + 1}/{p['last_layer_epochs']} (after push, epoch {epoch + 1})"
+        desc = (f"{variant} seed{seed} last-layer epoch {k + 1}/{p['last_layer_epochs']} (after push, epoch {epoch + 1})"
+                if phase == "last" else f"{variant} seed{seed} {phase} epoch {epoch + 1}/{p['epochs']}")
         _set_trainable(model, phase)
         if phase == "push":
             push(model, train_split, EVAL_BATCH, device)
